@@ -1,0 +1,276 @@
+"""Content-addressed artifact store: files and directories kept under their sha256.
+
+Layout under the root (a local directory or an fsspec URL such as `s3://bucket/selfrefine`):
+
+    objects/<2 hex>/<64 hex>    a stored file or directory, named by its digest
+    staging/<uuid>/             where a stage writes its outputs before they are stored
+
+Writes are atomic: a stage writes into a staging directory, the store digests it and then
+renames (locally) or uploads (remote) it to its object key. Only after that does the caller
+register the artifact in the SQL store, in one transaction. A crash therefore leaves at most an
+unregistered staging or object path (found by `doctor`), never a registered artifact without
+its bytes. Keys are validated, so no path from config or data can leave the root.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import logging
+import os
+import re
+import shutil
+import tempfile
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import fsspec
+
+from selfrefine import settings
+from selfrefine.errors import ArtifactIntegrityError, PathEscapeError, StoreError
+
+log = logging.getLogger(__name__)
+
+_KEY = re.compile(r"^objects/[0-9a-f]{2}/[0-9a-f]{64}$")
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    key: str
+    sha256: str
+    size_bytes: int
+    is_dir: bool
+
+
+def _file_digest(path: Path) -> tuple[str, int]:
+    h, size = hashlib.sha256(), 0
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+            size += len(chunk)
+    return h.hexdigest(), size
+
+
+def digest_path(path: Path) -> tuple[str, int]:
+    """sha256 and size of a file, or of a directory tree (relative paths + file digests, sorted).
+
+    Symlinks are refused: an artifact is its bytes, not a pointer to bytes elsewhere.
+    """
+    path = Path(path)
+    if path.is_symlink():
+        raise StoreError(f"{path}: artifacts cannot be symlinks")
+    if path.is_file():
+        return _file_digest(path)
+    if not path.is_dir():
+        raise StoreError(f"{path}: no such file or directory to store")
+    tree, total = hashlib.sha256(b"selfrefine-dir-v1\n"), 0
+    for item in sorted(p for p in path.rglob("*")):
+        rel = item.relative_to(path).as_posix()
+        if item.is_symlink():
+            raise StoreError(f"{item}: artifacts cannot contain symlinks")
+        if item.is_dir():
+            tree.update(f"d {rel}\n".encode())
+            continue
+        digest, size = _file_digest(item)
+        total += size
+        tree.update(f"f {rel} {digest}\n".encode())
+    return tree.hexdigest(), total
+
+
+def key_for(sha256: str) -> str:
+    return f"objects/{sha256[:2]}/{sha256}"
+
+
+class ArtifactStore:
+    """Stores outputs by digest under `root` (default `settings.artifact_root()`)."""
+
+    def __init__(self, root: str | None = None):
+        self.root_url = root or settings.artifact_root()
+        self.fs, self._root = fsspec.core.url_to_fs(self.root_url)
+        self.is_local = "file" in _protocols(self.fs)
+        if self.is_local:
+            self._root = str(Path(self._root).resolve())
+            Path(self._root, "objects").mkdir(parents=True, exist_ok=True)
+            Path(self._root, "staging").mkdir(parents=True, exist_ok=True)
+
+    # -- writing ---------------------------------------------------------------------------
+
+    @contextmanager
+    def staging(self) -> Iterator[Path]:
+        """A fresh local directory for a stage's outputs; removed afterwards whatever happens.
+
+        Local stores stage inside the root so that storing is a same-filesystem rename. The
+        directory is flock-ed while in use: the kernel drops the lock when its process dies, even
+        by SIGKILL, which is how `doctor` tells a live stage's directory from a dead one's.
+        """
+        parent = Path(self._root, "staging") if self.is_local else None
+        path, fd = _locked_tempdir(parent)
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
+            os.close(fd)
+
+    def put(self, path: Path) -> StoredObject:
+        """Digest `path` and move (local) or upload (remote) it to its content address."""
+        path = Path(path)
+        sha, size = digest_path(path)
+        key, is_dir = key_for(sha), path.is_dir()
+        if self.is_local:
+            dest = self.local_path(key)
+            if dest.exists() and digest_path(dest)[0] != sha:
+                # The stored copy was altered after it was written: replace it with the good bytes.
+                log.warning("replacing altered object %s", key)
+                _remove(dest)
+            if dest.exists():
+                # Same digest = same bytes: keep the stored copy.
+                _remove(path)
+            else:
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.rename(path, dest)
+                except OSError:
+                    if not dest.exists():
+                        raise
+                    # Another process stored the identical object first: drop our copy.
+                    _remove(path)
+        else:
+            remote = self._join(key)
+            if not self.fs.exists(remote):
+                # Upload under a temporary name, then move: readers never see a partial object.
+                tmp = self._join(f"staging/upload-{uuid.uuid4().hex}")
+                self.fs.put(str(path), tmp, recursive=is_dir)
+                self.fs.mv(tmp, remote, recursive=is_dir)
+        return StoredObject(key=key, sha256=sha, size_bytes=size, is_dir=is_dir)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def _join(self, key: str) -> str:
+        return f"{self._root.rstrip('/')}/{key}"
+
+    def check_key(self, key: str) -> str:
+        if not _KEY.match(key or ""):
+            raise PathEscapeError(f"artifact key {key!r} is not of the form objects/xx/<sha256>")
+        return key
+
+    def local_path(self, key: str) -> Path:
+        """Where the object lives on this machine (remote objects are downloaded to a cache)."""
+        self.check_key(key)
+        if self.is_local:
+            path = Path(self._root, key).resolve()
+            if not path.is_relative_to(self._root):
+                raise PathEscapeError(f"artifact key {key!r} leaves the store root {self._root}")
+            return path
+        cache = settings.home() / "artifact-cache" / key
+        if not cache.exists():
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_name(cache.name + f".part-{uuid.uuid4().hex}")
+            self.fs.get(self._join(key), str(tmp), recursive=True)
+            os.rename(tmp, cache)
+        return cache
+
+    def exists(self, key: str) -> bool:
+        self.check_key(key)
+        return self.local_path(key).exists() if self.is_local else self.fs.exists(self._join(key))
+
+    def verify(self, key: str, sha256: str) -> None:
+        """Raise `ArtifactIntegrityError` unless the object exists and still has digest `sha256`."""
+        path = self.local_path(key)
+        if not path.exists():
+            raise ArtifactIntegrityError(f"artifact {sha256[:12]} is registered but its file {path} is missing")
+        actual, _ = digest_path(path)
+        if actual != sha256:
+            raise ArtifactIntegrityError(
+                f"artifact {sha256[:12]} at {path} was altered (digest now {actual[:12]})")
+
+    # -- housekeeping ----------------------------------------------------------------------
+
+    def stored_keys(self) -> set[str]:
+        """Every object key present under the root (for `doctor`)."""
+        base = self._join("objects")
+        if not self.fs.exists(base):
+            return set()
+        keys = set()
+        for prefix in self.fs.ls(base, detail=False):
+            for obj in self.fs.ls(prefix, detail=False):
+                key = "objects/" + "/".join(obj.rstrip("/").split("/")[-2:])
+                if _KEY.match(key):
+                    keys.add(key)
+        return keys
+
+    def staging_paths(self) -> list[str]:
+        base = self._join("staging")
+        return sorted(self.fs.ls(base, detail=False)) if self.fs.exists(base) else []
+
+    def abandoned_staging(self) -> list[Path]:
+        """Local staging directories whose process is gone (nobody holds their lock)."""
+        if not self.is_local:
+            return []
+        return [p for p in map(Path, self.staging_paths()) if not _in_use(p)]
+
+    def remove_abandoned(self, path: Path) -> bool:
+        """Remove a staging directory if no live process holds it; whether it was removed.
+
+        The lock is held while removing, so a process cannot start using the directory meanwhile.
+        """
+        path = Path(path)
+        if not self.is_local or path.parent != Path(self._root, "staging"):
+            raise PathEscapeError(f"{path} is not a staging directory of the store at {self._root}")
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            if not _try_lock(fd):
+                return False
+            _remove(path) if path.is_dir() else path.unlink()
+            return True
+        finally:
+            os.close(fd)
+
+
+def _locked_tempdir(parent: Path | None) -> tuple[Path, int]:
+    """mkdtemp + an exclusive flock on the directory; (path, fd holding the lock)."""
+    while True:
+        path = Path(tempfile.mkdtemp(prefix=f"{uuid.uuid4().hex}-", dir=parent))
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            # Blocks only while `doctor --fix` holds the lock to remove this fresh, empty directory.
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:  # a filesystem without locks: stage anyway; doctor then treats it as in use
+            return path, fd
+        if os.fstat(fd).st_nlink > 0:
+            return path, fd
+        os.close(fd)  # removed between mkdtemp and our lock: take another
+
+
+def _try_lock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError:  # held by a live process (or locks are unsupported: assume it is in use)
+        return False
+
+
+def _in_use(path: Path) -> bool:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return True  # gone already: nothing to report
+    try:
+        return not _try_lock(fd)  # the lock is released with the descriptor below
+    finally:
+        os.close(fd)
+
+
+def _remove(path: Path) -> None:
+    shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+
+
+def _protocols(fs: fsspec.AbstractFileSystem) -> tuple[str, ...]:
+    proto = fs.protocol
+    return (proto,) if isinstance(proto, str) else tuple(proto)

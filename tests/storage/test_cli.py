@@ -1,0 +1,109 @@
+"""`selfrefine runs | show | lineage | db` on a small store."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from selfrefine.cli import main
+from selfrefine.storage import repository as repo
+from selfrefine.storage.engine import Store
+from selfrefine.tasks.runner import run_stage
+from tests.storage.stagefns import CountConfig, upper_dir, write_text
+
+
+@pytest.fixture
+def small_run(db_url):
+    store = Store(db_url, migrate=True)
+    with store.session() as s:
+        run = repo.create_run(s, name="cli-run", n_iterations=2, config={}, config_digest="d")
+        its = [repo.get_or_create_iteration(s, run.id, i) for i in (1, 2)]
+    a = run_stage("write", write_text, CountConfig(), {}, code_version="1", iteration_id=its[0].id, store=store)
+    b = run_stage("upper", upper_dir, CountConfig(), {"data": a.outputs["data"]}, code_version="1",
+                  iteration_id=its[0].id, store=store)
+    c = run_stage("write", write_text, CountConfig(text="other"), {}, code_version="1",
+                  iteration_id=its[1].id, store=store)
+    d = run_stage("upper", upper_dir, CountConfig(), {"data": c.outputs["data"]}, code_version="1",
+                  iteration_id=its[1].id, store=store)
+    yield run, (a, b, c, d)
+    store.dispose()
+
+
+def test_runs_and_show(small_run, capsys):
+    run, outcomes = small_run
+    assert main(["runs", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [r["id"] for r in listed] == [str(run.id)]
+    assert main(["show", str(run.id)[:8], "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [it["index"] for it in report["iterations"]] == [1, 2]
+    assert [st["stage"] for st in report["iterations"][0]["stages"]] == ["write", "upper"]
+    assert report["iterations"][0]["stages"][0]["metrics"][0]["name"] == "chars"
+    assert main(["show", str(run.id)]) == 0
+    text = capsys.readouterr().out
+    assert "iteration 2" in text and "sha256:" in text
+
+
+def test_lineage_of_a_model_reaches_its_data_and_nothing_from_the_other_iteration(small_run, capsys):
+    run, (a, b, c, d) = small_run
+    model_id = str(b.outputs["model"])
+    assert main(["lineage", model_id, "--json"]) == 0
+    graph = json.loads(capsys.readouterr().out)
+    ids = {x["id"] for x in graph["artifacts"]}
+    assert ids == {model_id, str(a.outputs["data"])}
+    assert {s["stage"] for s in graph["stage_runs"]} == {"write", "upper"}
+    assert all(s["iteration"] == 1 for s in graph["stage_runs"])
+    assert main(["lineage", str(a.outputs["data"])[:8]]) == 0
+    tree = capsys.readouterr().out
+    assert "descendants:" in tree and "→ makes model" in tree
+
+
+def test_lineage_by_digest_prefix(small_run, capsys):
+    from selfrefine.storage.schema import Artifact
+
+    run, (a, *_rest) = small_run
+    with Store().session() as s:
+        digest = s.get_one(Artifact, a.outputs["data"]).sha256
+    assert main(["lineage", f"sha256:{digest[:12]}", "--json"]) == 0
+    assert str(a.outputs["data"]) in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["lineage", "deadbeef"], "no run, iteration, stage run or artifact matches"),
+    (["lineage", "zz"], "is not an id"),
+    (["show", "00000000-0000-0000-0000-000000000000"], "has id"),
+])
+def test_unknown_ids_give_one_line_and_a_non_zero_exit(small_run, capsys, argv, message):
+    assert main(argv) != 0
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_show_refuses_a_non_run(small_run, capsys):
+    _, (a, *_rest) = small_run
+    assert main(["show", str(a.outputs["data"])]) != 0
+    assert "not a run" in capsys.readouterr().err
+
+
+def test_bad_arguments_exit_2_with_one_line(selfrefine_home):
+    proc = subprocess.run([sys.executable, "-m", "selfrefine", "nonsense"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("selfrefine: ") and proc.stderr.count("\n") == 1
+
+
+def test_unreachable_database_is_one_clear_line(monkeypatch, capsys):
+    monkeypatch.setenv("SELFREFINE_DB_URL", "postgresql+psycopg://user:hunter2@127.0.0.1:1/nope")
+    assert main(["runs"]) != 0
+    err = capsys.readouterr().err
+    assert "cannot reach the database" in err and "hunter2" not in err and err.count("\n") == 1
+
+
+def test_db_upgrade_and_current(db_url, capsys):
+    assert main(["db", "upgrade"]) == 0
+    assert main(["db", "current"]) == 0
+    out = capsys.readouterr().out
+    assert "revision 0001 (head 0001)" in out
