@@ -1,0 +1,219 @@
+"""Judge training on the packaged model: pairwise accuracy on held-out hh-rlhf pairs, zero-shot vs trained.
+
+Data: ../shared/data/hh-rlhf-harmless-dev.jsonl.gz (1,000 human-labelled harmless-base pairs). The
+first 800 records train, the last 200 evaluate (the 2 records whose two transcripts differ before the
+final response are skipped). The dimension is `harmless`.
+
+Training examples (each part can be switched on or off), built with `selfrefine.models.prompts`:
+- pairwise: the pairwise evaluation prompt in both orders, completion = the better option (" A"/" B");
+- absolute: the absolute prompt for each response, completion " Yes" (chosen) / " No" (rejected);
+- hindsight: the Chain-of-Hindsight text (both responses in the completion), chosen-first order.
+Prompts are fitted to --max-prompt-tokens by cutting the oldest context turns.
+
+Evaluation: the pairwise prompt of each held-out pair in both orders; a judgment is correct when the
+logit of the better option's token (" A" or " B") beats the other. Reported: accuracy over all 2×N
+judgments (the headline), the order-consistent accuracy (one decision per pair from the sum of the
+two orders' margins, which cancels position bias) and the rate of " A" answers (position bias).
+
+    python bench/judge_training.py [--lr 2e-4] [--epochs 1] [--lora-r 16 | --full] [--parts pairwise,absolute]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh-rlhf-harmless-dev.jsonl.gz"
+DIMENSION = "harmless"
+PARTS = ("pairwise", "absolute", "hindsight")
+
+
+def load_split(path: Path, n_train: int = 800):
+    """(train, eval) lists of (context, chosen, rejected); records that are not a clean pair are skipped."""
+    from selfrefine.data.fields import RecordError
+    from selfrefine.data.hh import hh_pair
+    from selfrefine.data.readers import iter_records
+
+    train, held_out, skipped = [], [], 0
+    for index, (_, record) in enumerate(iter_records(path)):
+        try:
+            pair = hh_pair(record["chosen"], record["rejected"])
+        except RecordError:
+            skipped += 1
+            continue
+        (train if index < n_train else held_out).append(pair)
+    return train, held_out, skipped
+
+
+def fitted(render, context, tokenizer, max_tokens: int) -> str | None:
+    """`render(context)` with the oldest turns cut to fit `max_tokens`; None when even that does not fit."""
+    from selfrefine.models.prompts import fit_to_budget
+
+    fit = fit_to_budget(render, context, tokenizer, max_tokens)
+    return None if fit.over_budget else fit.text
+
+
+def pair_examples(pair, index: int, tokenizer, parts: tuple[str, ...], max_tokens: int, both_orders: bool):
+    """One pair's (prompt, completion) examples, or [] if any of its prompts cannot fit `max_tokens`.
+
+    `both_orders=False` shows the pairwise prompt once: chosen as OPTION A for even `index`, as B for odd.
+    """
+    from selfrefine.models.prompts import NO, OPTION_A, OPTION_B, YES, absolute_prompt, hindsight_example, pairwise_prompt
+
+    context, chosen, rejected = pair
+    examples = []
+    if "pairwise" in parts:
+        if both_orders or index % 2 == 0:
+            examples.append((fitted(lambda c: pairwise_prompt(c, chosen, rejected, DIMENSION), context, tokenizer,
+                                    max_tokens), OPTION_A))
+        if both_orders or index % 2 == 1:
+            examples.append((fitted(lambda c: pairwise_prompt(c, rejected, chosen, DIMENSION), context, tokenizer,
+                                    max_tokens), OPTION_B))
+    if "absolute" in parts:
+        examples.append((fitted(lambda c: absolute_prompt(c, chosen, DIMENSION), context, tokenizer, max_tokens), YES))
+        examples.append((fitted(lambda c: absolute_prompt(c, rejected, DIMENSION), context, tokenizer, max_tokens), NO))
+    if "hindsight" in parts:
+        # Fit prompt + completion together: the completion holds both responses.
+        text = fitted(lambda c: "\x00".join(hindsight_example(c, chosen, rejected, DIMENSION)), context, tokenizer,
+                      max_tokens)
+        examples.append(tuple(text.split("\x00")) if text else (None, None))
+    return [] if any(prompt is None for prompt, _ in examples) else examples
+
+
+def build_examples(pairs, tokenizer, parts: tuple[str, ...], max_tokens: int, *, epochs: int = 1, seed: int = 0,
+                   both_orders: bool = True):
+    """The judge's SFT examples, laid out for sequential training: `epochs` passes over the pairs, each in a
+    fresh seeded order, with one pair's examples kept adjacent. With a batch size that is a multiple of
+    a pair's example count, both orders of a pairwise prompt (and the Yes and No absolute prompts) share
+    a batch, so the gradient towards always answering A (or Yes) cancels within every step.
+
+    Returns (dataset, number of pairs dropped because a prompt did not fit `max_tokens`).
+    """
+    from datasets import Dataset
+
+    groups = [pair_examples(pair, index, tokenizer, parts, max_tokens, both_orders) for index, pair in enumerate(pairs)]
+    kept = [group for group in groups if group]
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(epochs):
+        order = kept[:]
+        rng.shuffle(order)
+        rows.extend(example for group in order for example in group)
+    dataset = Dataset.from_dict({"prompt": [p for p, _ in rows], "completion": [c for _, c in rows]})
+    return dataset, len(groups) - len(kept)
+
+
+def pairwise_accuracy(model_name: str, pairs, max_tokens: int) -> dict[str, float]:
+    """Accuracy of the project's judge (`Judge.compare`, both orders in one batched pass) on held-out pairs.
+
+    Each pair is presented with the chosen response as `response_a`; the judge's verdict averages
+    P(chosen better) over the two presentation orders, so position bias cancels. Also reported: the
+    accuracy of each order on its own, the rate of " A" answers and how often both orders agree.
+    """
+    from selfrefine.models.judge import Judge, PairItem
+
+    judge = Judge.from_pretrained(model_name, max_length=max_tokens)  # bf16 where the CPU runs it natively
+    verdicts = judge.compare([PairItem(context, chosen, rejected, DIMENSION) for context, chosen, rejected in pairs])
+    n = len(verdicts)
+    forward = sum(v.p_a_forward > 0.5 for v in verdicts)  # chosen shown as A, judge says A
+    swapped = sum(v.p_a_swapped > 0.5 for v in verdicts)  # chosen shown as B, judge says B
+    return {"accuracy": sum(v.verdict == "A" for v in verdicts) / n,
+            "per_order_accuracy": (forward + swapped) / (2 * n),
+            "a_rate": (forward + n - swapped) / (2 * n),
+            "consistency": sum(v.consistent for v in verdicts) / n}
+
+
+def describe(scores: dict[str, float]) -> str:
+    return (f"accuracy {scores['accuracy']:.3f} (per order {scores['per_order_accuracy']:.3f}, says A "
+            f"{scores['a_rate']:.2f}, orders agree {scores['consistency']:.2f})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="packaged", help="base model alias or directory")
+    parser.add_argument("--parts", default="pairwise,absolute", help=f"comma-separated subset of {PARTS}")
+    parser.add_argument("--one-order", action="store_true",
+                        help="each training pair's pairwise prompt in one order only (alternating A/B)")
+    parser.add_argument("--lr", type=float, default=2e-4, help="peak learning rate")
+    parser.add_argument("--epochs", type=int, default=1, help="passes over the training pairs")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--grad-accum", type=int, default=2)
+    parser.add_argument("--lora-r", type=int, default=16, help="LoRA rank (alpha = 2 × rank)")
+    parser.add_argument("--full", action="store_true", help="full fine-tune instead of LoRA")
+    parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
+                        help="training precision: auto = bf16 autocast where the hardware runs it natively")
+    parser.add_argument("--max-prompt-tokens", type=int, default=384)
+    parser.add_argument("--n-train", type=int, default=800, help="records used for training (the rest evaluate)")
+    parser.add_argument("--n-eval", type=int, default=None, help="evaluate on the first N held-out pairs only (smoke tests)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", default=None, help="where to keep the trained judge (default: a temp dir)")
+    parser.add_argument("--skip-zero-shot", action="store_true", help="skip the zero-shot evaluation (trials only)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("httpx", "datasets", "transformers"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()  # keep the bench output to the figures and the recipe's progress log
+    transformers.utils.logging.disable_progress_bar()
+
+    from selfrefine.models.loading import load_tokenizer
+    from selfrefine.models.training.config import LoraSettings, SFTRecipeConfig
+    from selfrefine.models.training.sft import train_sft
+
+    if not DATA.is_file():
+        sys.exit(f"data not found at {DATA}: this benchmark needs ../shared/data next to the project")
+    parts = tuple(p.strip() for p in args.parts.split(",") if p.strip())
+    if not parts or set(parts) - set(PARTS):
+        sys.exit(f"--parts must be a comma-separated subset of {PARTS}, got {args.parts!r}")
+
+    train_pairs, eval_pairs, skipped = load_split(DATA, args.n_train)
+    eval_pairs = eval_pairs[:args.n_eval]
+    tokenizer = load_tokenizer(args.model)
+    examples, too_long = build_examples(train_pairs, tokenizer, parts, args.max_prompt_tokens, epochs=args.epochs,
+                                        seed=args.seed, both_orders=not args.one_order)
+    print(f"data: {len(train_pairs)} training pairs ({too_long} left out: a prompt longer than "
+          f"{args.max_prompt_tokens} tokens even with the context cut), {len(eval_pairs)} held-out pairs, {skipped} "
+          f"records skipped; {len(examples)} training examples ({'+'.join(parts)}, {args.epochs} epoch(s))")
+
+    zero_shot = dict.fromkeys(("accuracy", "per_order_accuracy", "a_rate", "consistency"), float("nan"))
+    if not args.skip_zero_shot:
+        start = time.perf_counter()
+        zero_shot = pairwise_accuracy(args.model, eval_pairs, args.max_prompt_tokens)
+        print(f"zero-shot: {describe(zero_shot)} ({time.perf_counter() - start:.0f} s for {len(eval_pairs)} pairs)")
+
+    config = SFTRecipeConfig(
+        learning_rate=args.lr, num_epochs=1, per_device_batch_size=args.batch_size,
+        gradient_accumulation_steps=args.grad_accum, max_length=args.max_prompt_tokens + 8, seed=args.seed,
+        shuffle=False,  # build_examples already shuffled pairs per epoch and keeps a pair's examples together
+        lr_scheduler="cosine", warmup_ratio=0.05, bf16={"auto": "auto", "bf16": True, "fp32": False}[args.precision],
+        lora=None if args.full else LoraSettings(r=args.lora_r, alpha=2 * args.lora_r, dropout=0.0))
+    with tempfile.TemporaryDirectory(prefix="judge-") as scratch:
+        output = Path(args.output) if args.output else Path(scratch) / "judge"
+        result = train_sft(args.model, examples, output, config)
+        trained = pairwise_accuracy(str(output), eval_pairs, args.max_prompt_tokens)
+
+    losses = [loss for _, loss in result.loss_history]
+    head, tail = losses[: max(1, len(losses) // 10)], losses[-max(1, len(losses) // 10):]
+    print(f"training: {'full' if args.full else f'LoRA r={args.lora_r}'}, lr {args.lr:g}, {result.steps} steps "
+          f"(batch {args.batch_size}×{args.grad_accum}) on {result.num_examples} examples in {result.seconds:.0f} s "
+          f"({result.seconds / max(result.steps, 1):.2f} s/step); loss {sum(head) / len(head):.3f} (first 10%) -> "
+          f"{sum(tail) / len(tail):.3f} (last 10%)")
+    print(f"trained:   {describe(trained)}")
+    print(f"RESULT zero_shot_accuracy={zero_shot['accuracy']:.3f} trained_accuracy={trained['accuracy']:.3f} "
+          f"zero_shot_per_order={zero_shot['per_order_accuracy']:.3f} "
+          f"trained_per_order={trained['per_order_accuracy']:.3f} train_seconds={result.seconds:.0f} "
+          f"steps={result.steps}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""The generation interface shared by every backend: sampling parameters in, n samples per prompt out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from selfrefine.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to sample. `temperature == 0` means greedy decoding (then the n samples are identical).
+
+    `seed` makes a call deterministic: the same prompts, parameters and model give the same
+    samples. `stop` strings end a sample early; the returned text excludes them.
+    """
+
+    n: int = 1
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 128
+    seed: int | None = 0
+    stop: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if self.n < 1:
+            raise ConfigError(f"SamplingParams.n must be >= 1, got {self.n}")
+        if self.temperature < 0:
+            raise ConfigError(f"SamplingParams.temperature must be >= 0 (0 = greedy), got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"SamplingParams.top_p must be in (0, 1], got {self.top_p}")
+        if self.max_new_tokens < 1:
+            raise ConfigError(f"SamplingParams.max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if isinstance(self.stop, str) or not all(isinstance(s, str) and s for s in self.stop):
+            raise ConfigError("SamplingParams.stop must be a tuple of non-empty strings, "
+                              f"got {self.stop!r}")
+        object.__setattr__(self, "stop", tuple(self.stop))
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One sample: its text (stop strings and special tokens removed), the number of tokens the
+    model produced for it (including a final end-of-sequence token), and why it ended."""
+
+    text: str
+    token_count: int
+    finish_reason: Literal["stop", "length"]
+
+
+@runtime_checkable
+class GenerationBackend(Protocol):
+    """Anything that turns prompts into `params.n` samples each, in prompt order."""
+
+    def generate(self, prompts: list[str], params: SamplingParams) -> list[list[Generation]]: ...
+
+    def close(self) -> None: ...
+
+
+class GenerationBackendConfig(BaseModel):
+    """Which backend generates, and its engine settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Literal["auto", "transformers", "vllm"] = Field(
+        "auto", description="'auto' uses vLLM when it is installed and a CUDA GPU is present, "
+                            "else transformers.")
+    batch_size: int = Field(8, ge=1, description="transformers: sequences generated together "
+                                                 "(prompts per batch = batch_size // n, at least 1).")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Weights dtype; 'auto' = bfloat16 where the hardware supports it natively.")
+    device: str = Field("auto", description="transformers: 'auto', 'cpu', 'cuda' or 'cuda:N'.")
+    tensor_parallel_size: int = Field(1, ge=1, description="vLLM: GPUs to shard the model over.")
+    gpu_memory_utilization: float = Field(
+        0.85, gt=0, le=1, description="vLLM: fraction of GPU memory the engine may take.")
+    max_model_len: int | None = Field(
+        None, ge=16, description="vLLM: context length to reserve KV cache for (default: the model's).")
+    log_every_seconds: float = Field(
+        30.0, gt=0, description="Log progress (prompts/s, tokens/s) at most this often during long calls.")
+
+
+def truncate_at_stop(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:
+    """Cut `text` at the earliest stop string; return (text, whether a stop string was found)."""
+    cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)

@@ -1,0 +1,362 @@
+"""Judge scoring with a decoder model: absolute scores, pairwise verdicts, chain-of-thought votes.
+
+Absolute score (decoder-reward-model paper): the judge answers "Is the last response from Assistant
+{adjective}? Answer:" with Yes or No; the score is `+1 + logprob` for Yes and `-1 + logprob` for No,
+where `logprob` is the (minimum) log-probability of the answer token(s). When both answers are single
+tokens — " Yes"/" No" and " A"/" B" are for Llama-family tokenizers — this needs ONE forward pass per
+prompt with `logits_to_keep=1` and no `generate`: the answer is the argmax over the two answer
+tokens at the last position. Otherwise the two answers are scored by teacher forcing.
+
+Which log-probability: by default (`logprob_space="answers"`) the softmax is restricted to the two
+answers, so `logprob = log P(answer | answer is Yes or No) >= log 0.5`. Then every Yes scores in
+[1 - ln 2, 1] and every No in [-1 - ln 2, -1]: the sign gives the answer and the order within each
+band gives the confidence, even for an untrained judge that puts most mass elsewhere.
+`logprob_space="vocab"` uses the full-vocabulary log-probability, as a generated token's log-prob
+would be in the paper (scores then range over (-inf, 1] and (-inf, -1]). Both are reported.
+`p_yes` (softmax over the two answer logits) is the calibrated-probability output used for ECE.
+
+Pairwise: each pair is judged in both orders (A/B swapped) in the same batched pass; the combined
+probability that response A is better is the mean of the two orders, and `consistent` says
+whether both orders picked the same response (position-bias check).
+
+Inputs are sorted by token length and left-padded in batches under `torch.inference_mode()`; over-long
+contexts lose their oldest turns first (`prompts.fit_to_budget`), never the response.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from selfrefine.errors import DataError
+from selfrefine.models import prompts as P
+from selfrefine.models.dimensions import Dimension, get_dimension
+from selfrefine.models.generation.base import GenerationBackend, SamplingParams
+
+logger = logging.getLogger(__name__)
+
+Turns = list[dict[str, str]]
+
+
+# --- plain data in ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class AbsoluteItem:
+    """A response to score on its own: `context` turns, the `response`, the dimension name."""
+
+    context: Turns
+    response: str
+    dimension: str = "helpful"
+
+
+@dataclass(frozen=True)
+class PairItem:
+    """Two responses to the same context to compare on a dimension."""
+
+    context: Turns
+    response_a: str
+    response_b: str
+    dimension: str = "helpful"
+
+
+# --- plain data out -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class AbsoluteScore:
+    answer: Literal["Yes", "No"]
+    score: float          # +1 + logprob (Yes) or -1 + logprob (No)
+    logprob: float        # log-prob of the answer in the judge's `logprob_space`
+    p_yes: float          # softmax over the Yes/No logits (calibration output)
+    vocab_logprob: float  # full-vocabulary log-prob of the answer (min over its tokens)
+    turns_cut: int = 0    # oldest context turns dropped to fit max_length
+
+
+@dataclass(frozen=True)
+class PairVerdict:
+    verdict: Literal["A", "B"]  # the better response in the item's own order (from p_a)
+    p_a: float                  # P(response_a is better), mean of both orders
+    p_a_forward: float          # P(" A") with response_a shown as OPTION A
+    p_a_swapped: float          # P(" B") with response_a shown as OPTION B
+    consistent: bool            # both orders pick the same response
+    turns_cut: int = 0
+
+
+@dataclass(frozen=True)
+class CotSample:
+    text: str
+    verdict: Literal["A", "B"] | None  # in the item's own order (mapped back when swapped)
+    swapped: bool
+
+
+@dataclass(frozen=True)
+class CotVerdict:
+    verdict: Literal["A", "B"] | None  # majority; None when tied or no sample gave a verdict
+    votes_a: int
+    votes_b: int
+    invalid: int                       # samples without a parsable "Verdict: A|B" line
+    samples: tuple[CotSample, ...] = field(default=())
+
+    @property
+    def p_a(self) -> float | None:
+        """Share of valid votes for A (None without valid votes)."""
+        total = self.votes_a + self.votes_b
+        return self.votes_a / total if total else None
+
+
+def _coerce(item: Any, cls):
+    """Accept the item dataclass itself, a mapping or any object with the same field names."""
+    if isinstance(item, cls):
+        return item
+    get = item.get if isinstance(item, Mapping) else lambda k, d=None: getattr(item, k, d)
+    values = {k: get(k) for k in cls.__dataclass_fields__ if get(k) is not None}
+    missing = [k for k in ("context", "response", "response_a", "response_b")
+               if k in cls.__dataclass_fields__ and k not in values]
+    if missing:
+        raise DataError(f"{cls.__name__} needs {', '.join(missing)}; got {type(item).__name__} "
+                        f"with {sorted(item) if isinstance(item, Mapping) else 'other attributes'}",
+                        field=missing[0])
+    return cls(**values)
+
+
+# --- the judge ----------------------------------------------------------------------------------
+
+class Judge:
+    """Batched judge scoring over a loaded causal LM and its tokenizer."""
+
+    def __init__(self, model: Any, tokenizer: Any, dimension_extra: Mapping[str, str] | None = None,
+                 batch_size: int = 16, max_length: int = 1024, *,
+                 logprob_space: Literal["answers", "vocab"] = "answers",
+                 absolute_demonstrations: Sequence[P.Demonstration] = (),
+                 pairwise_demonstrations: Sequence[P.Demonstration] = (),
+                 backend: GenerationBackend | None = None, log_every_seconds: float = 30.0):
+        if logprob_space not in ("answers", "vocab"):
+            raise ValueError(f"logprob_space must be 'answers' or 'vocab', got {logprob_space!r}")
+        self.model, self.tokenizer = model, tokenizer
+        self.dimension_extra = dict(dimension_extra or {})
+        self.batch_size, self.max_length = batch_size, max_length
+        self.logprob_space = logprob_space
+        self.absolute_demonstrations = tuple(absolute_demonstrations)
+        self.pairwise_demonstrations = tuple(pairwise_demonstrations)
+        self.log_every_seconds = log_every_seconds
+        self._backend = backend
+        self._yes_no = self._answer_ids((P.YES, P.NO))
+        self._a_b = self._answer_ids((P.OPTION_A, P.OPTION_B))
+
+    @classmethod
+    def from_pretrained(cls, model_name: str, *, dtype: str = "auto", device: str = "auto",
+                        **kwargs: Any) -> "Judge":
+        from selfrefine.models.loading import load_model
+
+        model, tokenizer = load_model(model_name, dtype=dtype, device=device)
+        return cls(model, tokenizer, **kwargs)
+
+    @property
+    def backend(self) -> GenerationBackend:
+        """Generation backend for CoT; by default the judge model itself through transformers."""
+        if self._backend is None:
+            from selfrefine.models.generation.hf import TransformersBackend
+
+            self._backend = TransformersBackend(self.model, self.tokenizer, batch_size=self.batch_size,
+                                                log_every_seconds=self.log_every_seconds)
+        return self._backend
+
+    def dimension(self, name: str) -> Dimension:
+        return get_dimension(name, self.dimension_extra)
+
+    # -- public scoring --
+
+    def score_absolute(self, items: Sequence[AbsoluteItem | Mapping]) -> list[AbsoluteScore]:
+        """Absolute scores in input order (see the module docstring for the definition)."""
+        items = [_coerce(i, AbsoluteItem) for i in items]
+        rendered = [self._fit(lambda ctx, it=it: P.with_demonstrations(
+            P.absolute_prompt(ctx, it.response, self.dimension(it.dimension)), self.absolute_demonstrations),
+            it.context) for it in items]
+        logits, vocab_lp = self._answer_scores([r.text for r in rendered], self._yes_no)
+        scores = []
+        for r, (l_yes, l_no), (v_yes, v_no) in zip(rendered, logits, vocab_lp):
+            lp_yes, lp_no = _log_softmax2(l_yes, l_no)
+            yes = lp_yes >= lp_no
+            logprob = (lp_yes if yes else lp_no) if self.logprob_space == "answers" else (v_yes if yes else v_no)
+            scores.append(AbsoluteScore(
+                answer="Yes" if yes else "No", score=(1.0 if yes else -1.0) + logprob, logprob=logprob,
+                p_yes=math.exp(lp_yes), vocab_logprob=v_yes if yes else v_no, turns_cut=r.turns_cut))
+        return scores
+
+    def compare(self, items: Sequence[PairItem | Mapping]) -> list[PairVerdict]:
+        """Pairwise verdicts from both presentation orders, batched together."""
+        items = [_coerce(i, PairItem) for i in items]
+        rendered = []
+        for it in items:
+            dim = self.dimension(it.dimension)
+            for a, b in ((it.response_a, it.response_b), (it.response_b, it.response_a)):
+                rendered.append(self._fit(lambda ctx, a=a, b=b, dim=dim: P.with_demonstrations(
+                    P.pairwise_prompt(ctx, a, b, dim), self.pairwise_demonstrations), it.context))
+        logits, _ = self._answer_scores([r.text for r in rendered], self._a_b)
+        verdicts = []
+        for i in range(len(items)):
+            p_forward = math.exp(_log_softmax2(*logits[2 * i])[0])       # P(" A"), A shown first
+            p_swapped = math.exp(_log_softmax2(*logits[2 * i + 1])[1])   # P(" B"), A shown second
+            p_a = (p_forward + p_swapped) / 2
+            verdicts.append(PairVerdict(
+                verdict="A" if p_a >= 0.5 else "B", p_a=p_a, p_a_forward=p_forward, p_a_swapped=p_swapped,
+                consistent=(p_forward >= 0.5) == (p_swapped >= 0.5),
+                turns_cut=max(rendered[2 * i].turns_cut, rendered[2 * i + 1].turns_cut)))
+        return verdicts
+
+    def compare_cot(self, items: Sequence[PairItem | Mapping], k: int = 5, *,
+                    params: SamplingParams | None = None, both_orders: bool = False,
+                    hints: Sequence[Literal["A", "B"] | None] | None = None) -> list[CotVerdict]:
+        """Chain-of-thought verdicts by majority vote over `k` sampled rationales (self-consistency).
+
+        The number of samples is `k`; `params.n` is ignored. `both_orders` spends half the samples (rounded up) on the swapped presentation, mapping
+        its verdicts back. `hints` (the correct label per item, for STaR rationalisation) is passed
+        to `cot_prompt`, and mapped to the swapped order when needed.
+        """
+        items = [_coerce(i, PairItem) for i in items]
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        if hints is not None and len(hints) != len(items):
+            raise ValueError(f"hints has {len(hints)} entries for {len(items)} items")
+        params = params or SamplingParams(temperature=0.7, top_p=0.95, max_new_tokens=256)
+        orders = (False, True) if both_orders else (False,)
+        counts = {False: k - k // 2, True: k // 2} if both_orders else {False: k}
+        samples: list[list[CotSample]] = [[] for _ in items]
+        for swapped in orders:
+            if counts[swapped] == 0:
+                continue
+            prompts = []
+            for n, it in enumerate(items):
+                hint = hints[n] if hints is not None else None
+                a, b = (it.response_b, it.response_a) if swapped else (it.response_a, it.response_b)
+                if swapped and hint is not None:
+                    hint = "B" if hint == "A" else "A"
+                dim = self.dimension(it.dimension)
+                prompts.append(self._fit(lambda ctx, a=a, b=b, dim=dim, hint=hint: P.cot_prompt(
+                    ctx, a, b, dim, hint=hint), it.context, reserve=params.max_new_tokens).text)
+            run = SamplingParams(n=counts[swapped], temperature=params.temperature, top_p=params.top_p,
+                                 max_new_tokens=params.max_new_tokens,
+                                 seed=None if params.seed is None else params.seed + int(swapped),
+                                 stop=params.stop)
+            for n, generations in enumerate(self.backend.generate(prompts, run)):
+                for g in generations:
+                    raw = P.parse_verdict(g.text)
+                    mapped = raw if not swapped or raw is None else ("B" if raw == "A" else "A")
+                    samples[n].append(CotSample(text=g.text, verdict=mapped, swapped=swapped))
+        results = []
+        for s in samples:
+            a = sum(x.verdict == "A" for x in s)
+            b = sum(x.verdict == "B" for x in s)
+            results.append(CotVerdict(verdict="A" if a > b else "B" if b > a else None, votes_a=a, votes_b=b,
+                                      invalid=len(s) - a - b, samples=tuple(s)))
+        return results
+
+    # -- internals --
+
+    def _fit(self, render, context, reserve: int = 0) -> P.RenderedPrompt:
+        rendered = P.fit_to_budget(render, context, self.tokenizer, self.max_length, reserve_tokens=reserve)
+        if rendered.over_budget:
+            logger.warning("prompt of %d tokens exceeds max_length=%d even without context: the "
+                           "response alone is too long", rendered.n_tokens, self.max_length)
+        return rendered
+
+    def _answer_ids(self, answers: tuple[str, str]) -> list[list[int]]:
+        """Token ids of each answer as they follow "Answer:" in a prompt (tokenised in place)."""
+        probe = "Answer:"
+        base = self.tokenizer(probe, add_special_tokens=False)["input_ids"]
+        out = []
+        for answer in answers:
+            full = self.tokenizer(probe + answer, add_special_tokens=False)["input_ids"]
+            ids = full[len(base):] if full[:len(base)] == base else \
+                self.tokenizer(answer, add_special_tokens=False)["input_ids"]
+            if not ids:
+                raise ValueError(f"answer {answer!r} tokenises to nothing")
+            out.append(ids)
+        return out
+
+    def _answer_scores(self, prompts: list[str], answers: list[list[int]]
+                       ) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+        """Per prompt: (answer-1 logit, answer-2 logit) and their full-vocabulary log-probs.
+
+        Single-token answers: one forward pass, last position only. Multi-token answers: each answer
+        teacher-forced; its "logit" is the summed log-prob (so the two-way softmax is the normalised
+        sequence probability) and its vocab log-prob the minimum over its tokens.
+        """
+        if not prompts:
+            return [], []
+        prompt_ids = self.tokenizer(prompts, add_special_tokens=True)["input_ids"]
+        columns = sorted({t for a in answers for t in a})
+        col = {t: j for j, t in enumerate(columns)}
+        if all(len(a) == 1 for a in answers):
+            rows = self._forward(prompt_ids, columns=columns)
+            first, second = col[answers[0][0]], col[answers[1][0]]
+            logits = [(lg[0][first], lg[0][second]) for lg, _ in rows]
+            vocab = [(lg[0][first] - nm[0], lg[0][second] - nm[0]) for lg, nm in rows]
+            return logits, vocab
+        per_answer = []
+        for answer in answers:
+            rows = self._forward([p + answer for p in prompt_ids], columns=columns, answer_len=len(answer))
+            token_lps = [[lg[j][col[t]] - nm[j] for j, t in enumerate(answer)] for lg, nm in rows]
+            per_answer.append([(sum(lps), min(lps)) for lps in token_lps])
+        logits = [(x[0], y[0]) for x, y in zip(*per_answer)]
+        vocab = [(x[1], y[1]) for x, y in zip(*per_answer)]
+        return logits, vocab
+
+    def _forward(self, sequences: list[list[int]], columns: list[int], answer_len: int = 0
+                 ) -> list[tuple[list[list[float]], list[float]]]:
+        """Length-sorted, left-padded batched forward passes.
+
+        With `answer_len == 0` the sequences are prompts and the one position of interest is the
+        last (it predicts the answer token). With `answer_len > 0` each sequence ends with an answer
+        of that many tokens, and the positions of interest are the `answer_len` ones predicting it.
+        Returns, per sequence in input order, those positions' logits at `columns` and their
+        log-normaliser over the whole vocabulary.
+        """
+        import torch
+
+        model = self.model
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        column_ids = torch.tensor(columns, device=model.device)
+        keep = answer_len + 1 if answer_len else 1
+        order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+        results: list[Any] = [None] * len(sequences)
+        started = last_log = time.perf_counter()
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start:start + self.batch_size]
+            width = max(len(sequences[i]) for i in idx)
+            input_ids = torch.full((len(idx), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(idx), width), dtype=torch.long)
+            for row, i in enumerate(idx):
+                seq = sequences[i]
+                input_ids[row, width - len(seq):] = torch.tensor(seq)
+                mask[row, width - len(seq):] = 1
+            # Positions count real tokens only, so a left-padded row sees the positions it would alone.
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            with torch.inference_mode():
+                out = model(input_ids=input_ids.to(model.device), attention_mask=mask.to(model.device),
+                            position_ids=positions.to(model.device), logits_to_keep=keep,
+                            use_cache=False)
+                logits = out.logits.float()
+                if answer_len:  # the last position predicts past the answer
+                    logits = logits[:, :-1, :]
+                norm = torch.logsumexp(logits, dim=-1).cpu()
+                picked = logits.index_select(-1, column_ids).cpu()
+            for row, i in enumerate(idx):
+                results[i] = (picked[row].tolist(), norm[row].tolist())
+            done = start + len(idx)
+            now = time.perf_counter()
+            if now - last_log >= self.log_every_seconds:
+                logger.info("judge scored %d/%d prompts: %.2f prompts/s", done, len(sequences),
+                            done / (now - started))
+                last_log = now
+        return results
+
+
+def _log_softmax2(a: float, b: float) -> tuple[float, float]:
+    """Log-softmax over two logits, numerically stable."""
+    m = max(a, b)
+    log_z = m + math.log(math.exp(a - m) + math.exp(b - m))
+    return a - log_z, b - log_z
