@@ -1,0 +1,376 @@
+"""The stage runner: the one mechanism every stage goes through.
+
+Given a stage name, its config and its input artifact ids, `run_stage`:
+
+1. resolves and verifies the inputs (before touching any row, so bad input changes nothing);
+2. computes the stage key (stage, code version, output-affecting config, input digests, seed);
+3. reuses a completed stage run with that key whose outputs still verify (an altered output
+   marks that run `invalidated` and the stage recomputes);
+4. otherwise claims this iteration's row (`running`, attempt + 1; a `running` row whose process
+   is dead or whose heartbeat stopped is stale and is taken over), runs the function in a staging
+   directory, stores the outputs by digest and registers them, their lineage edges and metrics
+   in one transaction; a failure is recorded with its error and re-raised.
+
+Resume is therefore the same code path as a first run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel
+from sqlalchemy.exc import IntegrityError
+
+from selfrefine.errors import ArtifactIntegrityError, LeaseHeldError, NotFoundError, StoreError
+from selfrefine.provenance import host_name, library_versions, pid_alive, redact, redact_text
+from selfrefine.storage import repository as repo
+from selfrefine.storage.artifacts import ArtifactStore
+from selfrefine.storage.engine import Store, default_store
+from selfrefine.storage.schema import Artifact, StageRun, StageStatus, utcnow
+from selfrefine.tasks.keys import stage_key
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_INTERVAL = timedelta(seconds=20)
+# A running row on another host is stale once its heartbeat is this old.
+STALE_AFTER = timedelta(minutes=3)
+
+
+@dataclass(frozen=True)
+class Output:
+    """One output of a stage: a file or directory the stage wrote inside its `out_dir`."""
+
+    path: Path
+    kind: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StageReturn:
+    """What a stage function returns: its outputs by role, and metrics (name, value, labels)."""
+
+    outputs: dict[str, Output]
+    metrics: list[tuple[str, float, dict[str, Any]]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class InputArtifact:
+    id: uuid.UUID
+    kind: str
+    sha256: str
+    path: Path
+    meta: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """What a stage function receives."""
+
+    stage: str
+    config: BaseModel
+    inputs: dict[str, InputArtifact]
+    out_dir: Path
+    seed: int | None
+    stage_run_id: uuid.UUID
+
+
+@dataclass(frozen=True)
+class StageOutcome:
+    stage_run_id: uuid.UUID
+    stage_key: str
+    status: Literal["ran", "reused"]
+    outputs: dict[str, uuid.UUID]
+
+
+StageFn = Callable[[StageContext], StageReturn]
+
+
+def run_stage(stage: str, fn: StageFn, config: BaseModel, inputs: Mapping[str, uuid.UUID], *,
+              code_version: str, iteration_id: uuid.UUID | None = None, seed: int | None = None,
+              placement: str = "inline", store: Store | None = None,
+              artifacts: ArtifactStore | None = None) -> StageOutcome:
+    store = store or default_store()
+    artifacts = artifacts or ArtifactStore()
+    resolved = _resolve_inputs(store, artifacts, inputs)
+    key = stage_key(stage, code_version, config, {r: a.sha256 for r, a in resolved.items()}, seed)
+
+    reused = _try_reuse(store, artifacts, key, stage, iteration_id, resolved, config, seed)
+    if reused is not None:
+        log.info("%s: reused stage run %s (key %s)", stage, str(reused.stage_run_id)[:8], key[:12])
+        return reused
+
+    row_id = _claim(store, stage, key, iteration_id, config, code_version, seed, placement)
+    heartbeat = _Heartbeat(store, row_id)
+    heartbeat.start()
+    try:
+        _fault(stage, "start", store, iteration_id)
+        with artifacts.staging() as out_dir:
+            ctx = StageContext(stage=stage, config=config, inputs=resolved, out_dir=out_dir,
+                               seed=seed, stage_run_id=row_id)
+            started = time.perf_counter()
+            result = fn(ctx)
+            # The stage's own work, apart from the runner's bookkeeping (bench/orchestration.py).
+            result.metrics.append(("stage_function_seconds", time.perf_counter() - started, {}))
+            _fault(stage, "before_store", store, iteration_id)
+            stored = {role: (artifacts.put(_inside(out_dir, out.path, stage, role)), out)
+                      for role, out in result.outputs.items()}
+        _fault(stage, "before_register", store, iteration_id)
+        outcome = _register(store, row_id, key, stage, resolved, stored, result.metrics)
+    except BaseException as exc:
+        heartbeat.stop()
+        _record_failure(store, row_id, exc)
+        raise
+    heartbeat.stop()
+    _fault(stage, "after_register", store, iteration_id)
+    log.info("%s: completed stage run %s (key %s)", stage, str(row_id)[:8], key[:12])
+    return outcome
+
+
+# -- steps ---------------------------------------------------------------------------------------
+
+
+def _resolve_inputs(store: Store, artifacts: ArtifactStore,
+                    inputs: Mapping[str, uuid.UUID]) -> dict[str, InputArtifact]:
+    with store.session() as s:
+        rows: dict[str, Artifact] = {}
+        for role, art_id in inputs.items():
+            art = s.get(Artifact, art_id)
+            if art is None:
+                raise NotFoundError(f"input {role!r}: no artifact with id {art_id}")
+            rows[role] = art
+    resolved = {}
+    for role, art in sorted(rows.items()):
+        artifacts.verify(art.uri, art.sha256)
+        resolved[role] = InputArtifact(id=art.id, kind=art.kind, sha256=art.sha256,
+                                       path=artifacts.local_path(art.uri), meta=dict(art.meta))
+    return resolved
+
+
+def _try_reuse(store, artifacts, key, stage, iteration_id, resolved, config, seed) -> StageOutcome | None:
+    with store.session() as s:
+        done = repo.completed_stage_run(s, key)
+        if done is None:
+            return None
+        outputs = repo.stage_outputs(s, done)
+        checks = [(role, a.id, a.uri, a.sha256) for role, a in outputs.items()]
+        done_id, done_iteration, done_version = done.id, done.iteration_id, done.code_version
+    try:
+        for _, _, uri, sha in checks:
+            artifacts.verify(uri, sha)
+    except ArtifactIntegrityError as exc:
+        log.warning("%s: %s; recomputing", stage, exc)
+        with store.session() as s:
+            row = s.get_one(StageRun, done_id)
+            row.status, row.error = StageStatus.invalidated, f"output digest mismatch: {exc}"
+        return None
+    output_ids = {role: art_id for role, art_id, _, _ in checks}
+    if iteration_id is None or done_iteration == iteration_id:
+        return StageOutcome(done_id, key, "reused", output_ids)
+    with store.session() as s:
+        row = repo.stage_run_for(s, iteration_id, stage)
+        if row is not None and row.status == StageStatus.reused and row.reused_from_id == done_id \
+                and row.stage_key == key:
+            return StageOutcome(row.id, key, "reused", output_ids)  # already recorded as such
+        if row is None:
+            row = StageRun(iteration_id=iteration_id, stage=stage, attempt=0)
+            s.add(row)
+        elif row.status in _MADE_OUTPUTS:
+            row = _supersede(s, row)
+        row.status, row.reused_from_id, row.stage_key = StageStatus.reused, done_id, key
+        _stamp(row, config, done_version, seed)
+        row.started_at = row.ended_at = utcnow()
+        row.error = None
+        s.flush()
+        repo.replace_input_edges(s, row.id, {r: a.id for r, a in resolved.items()})
+        return StageOutcome(row.id, key, "reused", output_ids)
+
+
+def _claim(store, stage, key, iteration_id, config, code_version, seed, placement) -> uuid.UUID:
+    """Make this iteration's row `running` for this process; refuse if a live process has it."""
+    for _ in range(3):
+        try:
+            with store.session() as s:
+                row = repo.stage_run_for(s, iteration_id, stage)
+                if row is None:
+                    row = StageRun(iteration_id=iteration_id, stage=stage, attempt=0)
+                    s.add(row)
+                elif row.status == StageStatus.running and not _is_stale(row):
+                    raise LeaseHeldError(
+                        f"stage {stage} of this iteration is running in process {row.pid} on "
+                        f"{row.host} (heartbeat {repo.ago(row.heartbeat_at)}); wait for it or stop it")
+                elif row.status in _MADE_OUTPUTS:
+                    row = _supersede(s, row)
+                row.stage_key, row.status, row.attempt = key, StageStatus.running, row.attempt + 1
+                row.reused_from_id, row.error, row.ended_at = None, None, None
+                row.placement = placement
+                row.started_at = row.heartbeat_at = utcnow()
+                _stamp(row, config, code_version, seed)
+                s.flush()
+                return row.id
+        except IntegrityError:  # another process created the same (iteration, stage) row first
+            continue
+    raise StoreError(f"could not claim stage {stage}: concurrent writers kept conflicting")
+
+
+# A row in these states made (and is the record of) outputs under its own key.
+_MADE_OUTPUTS = (StageStatus.completed, StageStatus.invalidated)
+
+
+def _supersede(s, row: StageRun) -> StageRun:
+    """The iteration's row made outputs under another key (a config change, or outputs found
+    altered): keep it, detached from the iteration, as the record of how those outputs were made
+    (still reusable by its key), and give the iteration a new row. Updating it in place would
+    leave its old `makes` edges beside the new ones, so its outputs by role would be ambiguous."""
+    iteration_id, stage, attempt = row.iteration_id, row.stage, row.attempt
+    row.iteration_id = None
+    s.flush()  # frees the (iteration, stage) slot before the new row takes it
+    new = StageRun(iteration_id=iteration_id, stage=stage, attempt=attempt)
+    s.add(new)
+    return new
+
+
+def _register(store, row_id, key, stage, resolved, stored, metrics) -> StageOutcome:
+    try:
+        with store.session() as s:
+            row = s.get_one(StageRun, row_id)
+            repo.replace_input_edges(s, row.id, {r: a.id for r, a in resolved.items()})
+            ids = {}
+            for role, (obj, out) in sorted(stored.items()):
+                art = repo.register_artifact(s, obj, kind=out.kind, name=role, stage_run_id=row.id,
+                                             meta=out.meta)
+                ids[role] = art.id
+            repo.add_metrics(s, row.id, metrics)
+            row.status, row.ended_at = StageStatus.completed, utcnow()
+            s.flush()
+        return StageOutcome(row_id, key, "ran", ids)
+    except IntegrityError:
+        # Another process completed the same key while we ran: keep its outputs, not a duplicate.
+        with store.session() as s:
+            winner = repo.completed_stage_run(s, key)
+            if winner is None:
+                raise
+            row = s.get_one(StageRun, row_id)
+            row.status, row.reused_from_id, row.ended_at = StageStatus.reused, winner.id, utcnow()
+            repo.replace_input_edges(s, row.id, {r: a.id for r, a in resolved.items()})
+            outputs = {role: a.id for role, a in repo.stage_outputs(s, winner).items()}
+        return StageOutcome(row_id, key, "reused", outputs)
+
+
+def _record_failure(store: Store, row_id: uuid.UUID, exc: BaseException) -> None:
+    text = redact_text("".join(traceback.format_exception(exc))[-8000:])
+    try:
+        with store.session() as s:
+            row = s.get_one(StageRun, row_id)
+            row.status, row.error, row.ended_at = StageStatus.failed, text, utcnow()
+    except Exception:  # the store itself may be what failed; the original error matters more
+        log.exception("could not record the failure of stage run %s", row_id)
+
+
+def _stamp(row: StageRun, config: BaseModel, code_version: str, seed: int | None) -> None:
+    row.config = redact(config.model_dump(mode="json"))
+    row.code_version = code_version
+    row.versions = library_versions()
+    row.seed, row.host, row.pid = seed, host_name(), os.getpid()
+    flow_id, task_id = prefect_run_ids()
+    row.prefect_flow_run_id, row.prefect_task_run_id = flow_id, task_id
+
+
+def _is_stale(row: StageRun) -> bool:
+    if row.host == host_name() and row.pid is not None:
+        return not pid_alive(row.pid)
+    beat = row.heartbeat_at
+    if beat is None:
+        return True
+    if beat.tzinfo is None:
+        from datetime import timezone
+        beat = beat.replace(tzinfo=timezone.utc)
+    return utcnow() - beat > STALE_AFTER
+
+
+def _inside(out_dir: Path, path: Path, stage: str, role: str) -> Path:
+    full = (out_dir / path).resolve()
+    if not full.is_relative_to(out_dir.resolve()) or not full.exists():
+        raise StoreError(f"stage {stage} output {role!r} ({path}) is not a file or directory "
+                         f"inside its output directory")
+    return full
+
+
+def prefect_run_ids() -> tuple[str | None, str | None]:
+    """The current Prefect flow and task run ids, if running under Prefect."""
+    if "prefect" not in sys.modules:
+        return None, None
+    from prefect.context import FlowRunContext, TaskRunContext
+
+    flow_ctx, task_ctx = FlowRunContext.get(), TaskRunContext.get()
+    flow_id = str(flow_ctx.flow_run.id) if flow_ctx and flow_ctx.flow_run else None
+    task_id = str(task_ctx.task_run.id) if task_ctx else None
+    if flow_id is None and task_ctx is not None and task_ctx.task_run.flow_run_id:
+        flow_id = str(task_ctx.task_run.flow_run_id)
+    return flow_id, task_id
+
+
+class _Heartbeat:
+    """Refreshes the row's heartbeat from a daemon thread while the stage function runs."""
+
+    def __init__(self, store: Store, row_id: uuid.UUID):
+        self._store, self._row_id = store, row_id
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{row_id}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_INTERVAL.total_seconds()):
+            try:
+                with self._store.session() as s:
+                    repo.touch_heartbeat(s, self._row_id)
+            except Exception:
+                log.warning("heartbeat for stage run %s failed", self._row_id, exc_info=True)
+
+
+def _fault(stage: str, point: str, store: Store | None = None,
+           iteration_id: uuid.UUID | None = None) -> None:
+    """Deterministic fault injection for recovery tests.
+
+    SELFREFINE_FAULT="stage[@iteration]:point[:action]" with point one of start, before_store,
+    before_register, after_register and action `raise` (default) or `kill` (SIGKILL of this
+    process). `@iteration` restricts it to that iteration index of the run.
+    """
+    spec = os.environ.get("SELFREFINE_FAULT")
+    if not spec:
+        return
+    target, want_point, action = (spec.split(":") + ["raise"])[:3]
+    want_stage, _, want_iteration = target.partition("@")
+    if want_stage != stage or want_point != point:
+        return
+    if want_iteration:
+        if store is None or iteration_id is None:
+            return
+        from selfrefine.storage.schema import Iteration
+
+        with store.session() as s:
+            if s.get_one(Iteration, iteration_id).index != int(want_iteration):
+                return
+    if action == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if action.startswith("sleep="):
+        time.sleep(float(action.removeprefix("sleep=")))
+        return
+    raise RuntimeError(f"injected fault at {stage}:{point}")

@@ -1,0 +1,157 @@
+"""`train_judge`: fine-tune the decoder judge on Chain-of-Hindsight texts, evaluation prompts and
+kept STaR rationales, with the loss on the answer/response tokens only.
+
+Inputs (by role): `seed_pairs_*` (human pairs), optional `self_pairs_*` (the previous iteration's
+filtered pairs), optional `rationales` (the previous iteration's kept rationales), optional
+`init_judge` (the previous judge to continue from). Output: `judge` (a `save_pretrained` directory
+with its `training_log.json`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from selfrefine.data import PreferencePair
+from selfrefine.models import prompts as P
+from selfrefine.models.dimensions import get_dimension
+from selfrefine.models.training.config import DPORecipeConfig, SFTRecipeConfig
+from selfrefine.tasks.common import dimension_definitions_field, inputs_with_prefix, model_fingerprint, read_pairs, sample
+from selfrefine.tasks.runner import Output, StageContext, StageReturn
+
+STAGE = "train_judge"
+CODE_VERSION = "1"
+log = logging.getLogger(__name__)
+
+ExampleKind = Literal["hindsight", "absolute", "pairwise"]
+
+
+class TrainJudgeConfig(BaseModel):
+    """How the judge is trained."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_model: str = Field("packaged", description=(
+        "Model to start from when there is no previous judge: 'packaged' (SmolLM2-135M-Instruct), "
+        "'tiny' (random test model), a local save_pretrained directory or a hub id."))
+    base_model_fingerprint: str | None = Field(None, description=(
+        "Filled in by `pin` when the stage runs (see `model_fingerprint`): the content of "
+        "base_model, so a changed local model directory gets a new stage key."))
+    continue_from_previous: bool = Field(True, description=(
+        "Start from the previous iteration's judge when there is one (else from base_model)."))
+    example_kinds: list[ExampleKind] = Field(
+        default_factory=lambda: ["hindsight", "absolute", "pairwise"], min_length=1, description=(
+            "Training texts made from each pair: Chain-of-Hindsight text, the absolute Yes/No "
+            "prompt for both responses, the pairwise A/B prompt in both orders."))
+    max_seed_pairs: int | None = Field(None, ge=1, description="Use at most this many human pairs (seeded sample).")
+    max_self_pairs: int | None = Field(None, ge=1, description="Use at most this many self-generated pairs.")
+    max_prompt_tokens: int = Field(768, ge=32, description=(
+        "Evaluation prompts longer than this lose their oldest context turns (never the responses)."))
+    recipe: SFTRecipeConfig = Field(default_factory=SFTRecipeConfig, description="The SFT recipe (TRL SFTTrainer).")
+    rationale_training: Literal["sft", "star_dpo"] = Field("sft", description=(
+        "How kept STaR rationales train the judge: 'sft' adds the correct rationales to the SFT "
+        "data; 'star_dpo' leaves them out of SFT and then runs DPO on (correct, incorrect) "
+        "rationale pairs for the same prompt."))
+    star_dpo_recipe: DPORecipeConfig = Field(default_factory=DPORecipeConfig, description=(
+        "The DPO recipe for rationale_training='star_dpo'."))
+    dimension_definitions: dict[str, str] = dimension_definitions_field()
+
+
+def build_judge_examples(pairs: Sequence[PreferencePair], kinds: Sequence[ExampleKind], *,
+                         tokenizer=None, max_prompt_tokens: int = 768,
+                         extra_dimensions: Mapping[str, str] | None = None) -> tuple[list[dict], int]:
+    """(prompt, completion) training examples from labelled pairs, and how many turns were cut.
+
+    Pairwise examples come in both orders so the judge cannot learn a position bias; absolute
+    examples label the chosen response " Yes" and the rejected one " No".
+    """
+    examples: list[dict] = []
+    turns_cut = 0
+
+    def fitted(render, context) -> str:
+        nonlocal turns_cut
+        if tokenizer is None:
+            return render(list(context))
+        r = P.fit_to_budget(render, context, tokenizer, max_prompt_tokens)
+        turns_cut += r.turns_cut
+        return r.text
+
+    for pair in pairs:
+        dim = get_dimension(pair.dimension, extra_dimensions)
+        ctx, good, bad = pair.context, pair.chosen, pair.rejected
+        if "hindsight" in kinds:
+            for order in ("chosen_first", "rejected_first"):
+                prompt, completion = P.hindsight_example(ctx, good, bad, dim, order=order)
+                examples.append({"prompt": prompt, "completion": completion})
+        if "absolute" in kinds:
+            for response, answer in ((good, P.YES), (bad, P.NO)):
+                text = fitted(lambda c, r=response: P.absolute_prompt(c, r, dim), ctx)
+                examples.append({"prompt": text, "completion": answer})
+        if "pairwise" in kinds:
+            for a, b, answer in ((good, bad, P.OPTION_A), (bad, good, P.OPTION_B)):
+                text = fitted(lambda c, a=a, b=b: P.pairwise_prompt(c, a, b, dim), ctx)
+                examples.append({"prompt": text, "completion": answer})
+    return examples, turns_cut
+
+
+def pin(config: TrainJudgeConfig) -> TrainJudgeConfig:
+    return config.model_copy(update={"base_model_fingerprint": model_fingerprint(config.base_model)})
+
+
+def read_rationale_examples(inputs, name: Literal["sft", "dpo"]) -> list[dict]:
+    """Kept STaR rationales from a `rationales` artifact, if given: `sft` (prompt, completion)
+    examples or `dpo` (prompt, chosen, rejected) pairs."""
+    import json
+
+    art = inputs.get("rationales")
+    if art is None:
+        return []
+    with open(art.path / f"{name}.jsonl", encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def run(ctx: StageContext) -> StageReturn:
+    from datasets import Dataset
+
+    from selfrefine.models.loading import load_tokenizer
+    from selfrefine.models.training.dpo import train_star_dpo
+    from selfrefine.models.training.sft import train_sft
+
+    cfg: TrainJudgeConfig = ctx.config
+    seed = ctx.seed or 0
+    init = ctx.inputs.get("init_judge")
+    start = str(init.path) if (init is not None and cfg.continue_from_previous) else cfg.base_model
+    seed_pairs = sample(read_pairs(inputs_with_prefix(ctx.inputs, "seed_pairs"), cfg.dimension_definitions), cfg.max_seed_pairs, seed)
+    self_pairs = sample(read_pairs(inputs_with_prefix(ctx.inputs, "self_pairs"), cfg.dimension_definitions), cfg.max_self_pairs, seed)
+    tokenizer = load_tokenizer(start)
+    examples, turns_cut = build_judge_examples(
+        seed_pairs + self_pairs, cfg.example_kinds, tokenizer=tokenizer,
+        max_prompt_tokens=cfg.max_prompt_tokens, extra_dimensions=cfg.dimension_definitions)
+    star_dpo = cfg.rationale_training == "star_dpo"
+    rationale_examples = [] if star_dpo else read_rationale_examples(ctx.inputs, "sft")
+    examples = sample(examples + [{"prompt": r["prompt"], "completion": r["completion"]}
+                                  for r in rationale_examples], None, seed)
+    log.info("train_judge: %d examples (%d seed pairs, %d self pairs, %d rationales) from %s",
+             len(examples), len(seed_pairs), len(self_pairs), len(rationale_examples), start)
+    judge_dir = ctx.out_dir / "judge"
+    result = train_sft(start, Dataset.from_list(examples), judge_dir,
+                       cfg.recipe.model_copy(update={"seed": seed}))
+    final_loss = result.loss_history[-1][1] if result.loss_history else float("nan")
+    metrics = [("train_examples", float(len(examples)), {}), ("final_loss", float(final_loss), {}),
+               ("train_seconds", float(result.seconds), {}), ("turns_cut", float(turns_cut), {})]
+    rationale_pairs = read_rationale_examples(ctx.inputs, "dpo") if star_dpo else []
+    if rationale_pairs:
+        dpo_dir = ctx.out_dir / "judge_star_dpo"
+        dpo = train_star_dpo(str(judge_dir), Dataset.from_list(rationale_pairs), dpo_dir,
+                             cfg.star_dpo_recipe.model_copy(update={"seed": seed}))
+        judge_dir = dpo_dir
+        metrics += [("star_dpo_pairs", float(len(rationale_pairs)), {}),
+                    ("star_dpo_seconds", float(dpo.seconds), {})]
+    meta = {"started_from": "init_judge" if start != cfg.base_model else cfg.base_model,
+            "examples": len(examples), "seed_pairs": len(seed_pairs), "self_pairs": len(self_pairs),
+            "rationales": len(rationale_examples), "star_dpo_pairs": len(rationale_pairs),
+            "turns_cut": turns_cut, "final_loss": final_loss}
+    return StageReturn({"judge": Output(judge_dir, "model", meta)}, metrics)
