@@ -1,0 +1,215 @@
+"""`selfrefine run | resume | eval`: start runs, continue them, evaluate a judge outside a run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import uuid
+
+import yaml
+
+from selfrefine.errors import ConfigError, DataError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    run = sub.add_parser("run", help="start a self-refine run (a Prefect flow run)")
+    _config_args(run)
+    run.add_argument("-n", "--iterations", type=int, default=2, help="number of iterations (default 2)")
+    run.set_defaults(func=_run)
+
+    res = sub.add_parser("resume", help="continue a failed or killed run, reusing completed stages")
+    res.add_argument("run", help="run id or unique prefix")
+    res.add_argument("--config", help="YAML run config to continue under (needs --allow-config-change)")
+    res.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                     help="override one field of the run's config (needs --allow-config-change)")
+    res.add_argument("--allow-config-change", action="store_true",
+                     help="continue under a changed config: only stages whose keys change recompute")
+    res.add_argument("--retries", type=int, default=0, help="Prefect retries per stage")
+    res.set_defaults(func=_resume)
+
+    ev = sub.add_parser("eval", help="evaluate a judge on a pairs or best-of-n file, outside a run")
+    ev.add_argument("--judge", required=True, help="judge: model artifact id, model directory, "
+                                                   "'packaged', 'tiny' or a hub id")
+    ev.add_argument("--data", required=True, help="JSONL / JSONL.gz / Parquet of pairs or best-of-n items")
+    ev.add_argument("--dimension", help="dimension for records that have none (default helpful)")
+    ev.add_argument("--limit", type=int, help="evaluate at most this many items (the first ones)")
+    ev.add_argument("--skip-invalid", action="store_true", help="skip invalid records instead of stopping")
+    ev.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    ev.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    ev.set_defaults(func=_eval)
+
+
+def _config_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--preset", default="cpu", help="preset name (tiny, cpu, gpu, quality)")
+    group.add_argument("--config", help="YAML run config file")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override a config field, e.g. --set generate.max_new_tokens=64 "
+                             "(VALUE is parsed as YAML)")
+    parser.add_argument("--retries", type=int, default=0, help="Prefect retries per stage")
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Set dotted fields from FIELD=VALUE strings; VALUE is YAML (numbers, booleans, lists...)."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected FIELD=VALUE, e.g. generate.temperature=0.7")
+        path, value = item.split("=", 1)
+        node = raw
+        parts = path.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r}: {part!r} is not a section of the config")
+        node[parts[-1]] = yaml.safe_load(value)
+    return raw
+
+
+def build_config(preset: str | None, config_file: str | None, overrides: list[str]):
+    from selfrefine.flows.config import load_config_file, load_preset, parse_config
+
+    cfg = load_config_file(config_file) if config_file else load_preset(preset or "cpu")
+    if not overrides:
+        return cfg
+    return parse_config(apply_overrides(cfg.model_dump(mode="json"), overrides), where="--set")
+
+
+def _print_summary(run_id: str) -> None:
+    from selfrefine.flows.report import summary_table
+    from selfrefine.storage.engine import default_store
+
+    from selfrefine.storage.schema import Run
+
+    store = default_store()
+    print(summary_table(store, uuid.UUID(run_id)))
+    with store.session() as s:
+        flow_run_id = s.get_one(Run, uuid.UUID(run_id)).prefect_flow_run_id
+    ui = prefect_ui_url()
+    if ui and flow_run_id:
+        print(f"Prefect UI: {ui}/runs/flow-run/{flow_run_id}")
+    print(f"details: selfrefine show {run_id}    lineage: selfrefine lineage {run_id}")
+
+
+def prefect_ui_url() -> str | None:
+    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
+
+    api = PREFECT_API_URL.value()
+    if not api:
+        return None
+    return PREFECT_UI_URL.value() or api.removesuffix("/api")
+
+
+def _run(args) -> int:
+    from selfrefine.flows.self_refine import preflight, self_refine
+
+    if args.iterations < 1:
+        raise ConfigError(f"--iterations must be at least 1, got {args.iterations}")
+    cfg = build_config(args.preset, args.config, args.set)
+    preflight(cfg)  # bad data: one clear line before any flow run or store row exists
+    from selfrefine.storage.engine import default_store
+
+    default_store()  # an unreachable or unmigrated store: the same, before any flow run
+    run_id = self_refine(config=cfg, n_iterations=args.iterations, stage_retries=args.retries)
+    _print_summary(run_id)
+    return 0
+
+
+def _resume(args) -> int:
+    from selfrefine.flows.config import RunConfig, load_config_file, parse_config
+    from selfrefine.flows.self_refine import prepare_resume, resume
+    from selfrefine.storage import repository as repo
+    from selfrefine.storage.engine import default_store
+    from selfrefine.storage.schema import Run
+
+    config = None
+    if args.config:
+        config = load_config_file(args.config)
+    if args.set:
+        if config is None:
+            with default_store().session() as s:
+                obj = repo.resolve(s, args.run)
+                if not isinstance(obj, Run):
+                    raise ConfigError(f"{args.run!r} is a {repo.describe(obj)}, not a run")
+                config = RunConfig.model_validate(obj.config)
+        config = parse_config(apply_overrides(config.model_dump(mode="json"), args.set), where="--set")
+    prepare_resume(args.run, config, args.allow_config_change)  # refusals before any flow run
+    run_id = resume(run_id=args.run, config=config, allow_config_change=args.allow_config_change,
+                    stage_retries=args.retries)
+    _print_summary(run_id)
+    return 0
+
+
+def detect_kind(path: str) -> str:
+    """'bestofn' when the first record has candidates, else 'pairs'."""
+    from selfrefine.data.readers import iter_records
+
+    for line, record in iter_records(path):
+        return "bestofn" if isinstance(record, dict) and "candidates" in record else "pairs"
+    raise DataError("the file holds no records", path=path)
+
+
+def _eval(args) -> int:
+    from selfrefine.data import DataSource
+    from selfrefine.storage.engine import default_store
+    from selfrefine.storage.schema import Artifact
+    from selfrefine.tasks import ingest
+    from selfrefine.tasks.common import JudgeSettings
+    from selfrefine.tasks.evaluate import EvaluateConfig
+    from selfrefine.tasks.registry import execute
+
+    kind = detect_kind(args.data)
+    source = DataSource(kind="local", path=args.data, dimension=args.dimension or "helpful", limit=args.limit,
+                        on_invalid="skip" if args.skip_invalid else None)
+    role = "bestofn_0" if kind == "bestofn" else "heldout_0"
+    ingest_config, counts = ingest.prepare({role: (kind, source)})  # validates before any write
+    store = default_store()
+    judge_artifact = _judge_artifact(store, args.judge)
+    if judge_artifact is None:
+        from selfrefine.models.loading import check_model
+
+        check_model(args.judge)  # a missing or corrupted judge fails before the data is stored
+    data = execute("ingest_data", ingest_config, {}, iteration_id=None, seed=None, store=store).outputs
+    config = EvaluateConfig(judge_model=None if judge_artifact else args.judge,
+                            judge=JudgeSettings(dtype=args.dtype))
+    inputs = {role: data[role], **({"judge": judge_artifact} if judge_artifact else {})}
+    outcome = execute("evaluate", config, inputs, iteration_id=None, seed=0, store=store)
+    with store.session() as s:
+        art = s.get_one(Artifact, outcome.outputs["metrics"])
+        from selfrefine.storage.artifacts import ArtifactStore
+
+        metrics = json.loads(ArtifactStore().local_path(art.uri).read_text())
+        metrics_id = art.id
+    if args.json:
+        print(json.dumps(metrics, indent=2, sort_keys=True))
+        return 0
+    print(f"judge {args.judge} on {args.data} ({counts[role]} {kind} items)")
+    for section in ("pairwise", "absolute", "bestofn"):
+        if section in metrics:
+            flat = {k: v for k, v in metrics[section].items() if isinstance(v, (int, float))}
+            if "calibration" in metrics[section]:
+                flat["ece"] = metrics[section]["calibration"]["ece"]
+            print(f"  {section:9} " + "  ".join(f"{k}={v:.4g}" for k, v in flat.items()))
+    for source_name, m in sorted(metrics.get("by_source", {}).items()):
+        print(f"  source {source_name}: pairwise accuracy {m['pairwise']['accuracy']:.4g}")
+    print(f"metrics artifact {metrics_id} (selfrefine lineage {metrics_id})")
+    return 0
+
+
+def _judge_artifact(store, text: str):
+    """The model artifact `text` names, or None when it is a path, alias or hub id."""
+    from pathlib import Path
+
+    from selfrefine.errors import NotFoundError
+    from selfrefine.storage import repository as repo
+    from selfrefine.storage.schema import Artifact
+
+    if Path(text).exists() or text in ("packaged", "tiny") or "/" in text:
+        return None
+    try:
+        with store.session() as s:
+            obj = repo.resolve(s, text)
+    except NotFoundError:
+        return None
+    if not isinstance(obj, Artifact) or obj.kind != "model":
+        raise ConfigError(f"--judge {text!r} is a {repo.describe(obj)}, not a model artifact")
+    return obj.id

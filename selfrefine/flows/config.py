@@ -1,0 +1,126 @@
+"""`RunConfig`: the typed configuration of a self-refine run, composed of one config per stage.
+
+It is the parameter form of the `self-refine` deployment in the Prefect UI, so every field is
+documented. Presets (`tiny`, `cpu`, `gpu`, …) are YAML files in `selfrefine/presets/` that fill it.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from selfrefine.data import DataSource
+from selfrefine.errors import ConfigError
+from selfrefine.tasks.bootstrap_rationales import BootstrapConfig
+from selfrefine.tasks.evaluate import EvaluateConfig
+from selfrefine.tasks.generate import GenerateConfig
+from selfrefine.tasks.policy_round import PolicyRoundConfig
+from selfrefine.tasks.score_filter import ScoreFilterConfig
+from selfrefine.tasks.train_judge import TrainJudgeConfig
+
+STAGES = ("train_judge", "generate", "bootstrap_rationales", "score_filter", "policy_round", "evaluate")
+# Stages that run models on accelerators: the ones a cluster sends to a GPU work pool.
+GPU_STAGES = ("train_judge", "generate", "bootstrap_rationales", "policy_round")
+
+
+class DataConfig(BaseModel):
+    """The data a run reads. Every source is validated before any stage starts."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seed_pairs: list[DataSource] = Field(min_length=1, description=(
+        "Human-labelled preference pairs the judge is trained on (and bootstraps rationales on)."))
+    prompts: list[DataSource] = Field(min_length=1, description="Prompts the policy generates candidates for.")
+    heldout_pairs: list[DataSource] = Field(min_length=1, description="Held-out labelled pairs for evaluation.")
+    bestofn: list[DataSource] = Field(default_factory=list, description=(
+        "Optional best-of-n sets (prompts with candidates carrying reference preferences) for the "
+        "best-of-n win rate."))
+
+
+class RunConfig(BaseModel):
+    """Everything a self-refine run needs besides the number of iterations."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field("self-refine", min_length=1, max_length=200, description="A label for the run.")
+    seed: int = Field(0, ge=0, description="Seed of every stage (each stage derives its own from it).")
+    data: DataConfig = Field(description="Seed pairs, prompts, held-out pairs and best-of-n sets.")
+    dimension_definitions: dict[str, str] = Field(default_factory=dict, description=(
+        "User-defined preference dimensions (name → verbalised definition), used by every stage."))
+    train_judge: TrainJudgeConfig = Field(default_factory=TrainJudgeConfig, description="Judge training.")
+    generate: GenerateConfig = Field(default_factory=GenerateConfig, description="Controllable generation.")
+    bootstrap_rationales: BootstrapConfig = Field(default_factory=BootstrapConfig, description="STaR rationales.")
+    score_filter: ScoreFilterConfig = Field(default_factory=ScoreFilterConfig, description="Scoring and filtering.")
+    policy_round: PolicyRoundConfig = Field(default_factory=PolicyRoundConfig, description="DPO or rejection sampling.")
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig, description="Evaluation.")
+    placement: dict[str, str] = Field(default_factory=dict, json_schema_extra={"affects_output": False},
+                                      description=(
+        "Where each stage runs: 'inline' (this process, the default) or the name of a Prefect work "
+        "pool whose workers run the `stage` deployment (e.g. {'train_judge': 'gpu'})."))
+
+    @field_validator("placement")
+    @classmethod
+    def _known_stages(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(value) - set(STAGES))
+        if unknown:
+            raise ValueError(f"placement names unknown stages {unknown}; stages are {list(STAGES)}")
+        return value
+
+    @model_validator(mode="after")
+    def _share_dimensions(self) -> RunConfig:
+        # One place to define a dimension; every stage sees the same definitions.
+        if self.dimension_definitions:
+            for stage in STAGES:
+                sub = getattr(self, stage)
+                merged = {**self.dimension_definitions, **sub.dimension_definitions}
+                object.__setattr__(self, stage, sub.model_copy(update={"dimension_definitions": merged}))
+        return self
+
+    def stage_config(self, stage: str) -> BaseModel:
+        return getattr(self, stage)
+
+    def placement_of(self, stage: str) -> str:
+        return self.placement.get(stage, "inline")
+
+
+def preset_dir() -> Path:
+    return Path(str(importlib.resources.files("selfrefine") / "presets"))
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in preset_dir().glob("*.yaml"))
+
+
+def load_config_file(path: str | Path) -> RunConfig:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return parse_config(raw, where=str(path))
+
+
+def parse_config(raw: Any, where: str = "<config>") -> RunConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: a run config must be a mapping, got {type(raw).__name__}")
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
+        raise ConfigError(f"{where}: field '{field}': {first['msg']}{more}") from None
+
+
+def load_preset(name: str) -> RunConfig:
+    path = preset_dir() / f"{name}.yaml"
+    if not path.exists():
+        raise ConfigError(f"unknown preset {name!r}; presets are {preset_names()} "
+                          "(or pass a YAML file with --config)")
+    return load_config_file(path)
