@@ -127,6 +127,8 @@ def _coerce(item: Any, cls):
 class Judge:
     """Batched judge scoring over a loaded causal LM and its tokenizer."""
 
+    kind = "generative"  # see judge_kind; `reward_judge.RewardHeadJudge` is the other kind
+
     def __init__(self, model: Any, tokenizer: Any, dimension_extra: Mapping[str, str] | None = None,
                  batch_size: int = 16, max_length: int = 1024, *,
                  logprob_space: Literal["answers", "vocab"] = "answers",

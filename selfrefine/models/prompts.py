@@ -11,6 +11,8 @@ Formats (the exact texts are pinned by tests/models/test_prompts.py):
 - `pairwise_prompt`: definition, context, "OPTION A: Assistant: …", "OPTION B: Assistant: …",
   "Question: Rank OPTION A and OPTION B based on how {adjective} they are.\nAnswer:"; answered by the
   better option, `OPTION_A` (" A") or `OPTION_B` (" B").
+- `reward_prompt`: definition, context, "Assistant:"; the response follows it. The input of a
+  reward-head judge, which reads a score off the last token instead of answering a question.
 - `hindsight_example`: Chain-of-Hindsight training text split into (prompt, completion).
 - `controllable_prompt`: "A more/less {adjective} response: Assistant:" for controllable generation.
 - `cot_prompt` / `parse_verdict`: chain-of-thought judging ending in a "Verdict: A|B" line.
@@ -90,6 +92,16 @@ def pairwise_prompt(context: Sequence[Turn], response_a: str, response_b: str,
             f"OPTION B: Assistant: {response_b}\n"
             f"Question: Rank OPTION A and OPTION B based on how {dim.adjective} they are.\n"
             f"Answer:")
+
+
+def reward_prompt(context: Sequence[Turn], dimension: DimensionLike) -> str:
+    """Reward-head input before the response: "{definition}\n{context}<endofcontext>\nAssistant:".
+
+    The response follows as " {response}" (plus EOS), laid out as in `absolute_prompt`, so the
+    verbalised definition tells one head which dimension it scores; there is no question, since
+    the score is read off the last token's hidden state.
+    """
+    return f"{_head(context, _dim(dimension).definition)}\nAssistant:"
 
 
 # --- training and generation texts ----------------------------------------------------------

@@ -36,15 +36,16 @@ class JudgeSettings(BaseModel):
     max_length: int = Field(1024, ge=32, description=(
         "Longest judge prompt in tokens; longer ones lose their oldest context turns."))
     logprob_space: Literal["answers", "vocab"] = Field("answers", description=(
-        "Log-probability in absolute scores: restricted to the two answers, or the full vocabulary."))
+        "Log-probability in absolute scores: restricted to the two answers, or the full vocabulary "
+        "(generative judges; a reward-head judge's score is its reward)."))
 
     def load(self, model_dir: str, dimension_definitions: dict[str, str] | None = None):
-        from selfrefine.models.judge import Judge
+        """The judge in `model_dir`, generative or reward head as its `judge.json` says."""
+        from selfrefine.models.judge_kind import load_judge
 
-        return Judge.from_pretrained(model_dir, dtype=self.dtype, device=self.device,
-                                     dimension_extra=dimension_definitions or None,
-                                     batch_size=self.batch_size, max_length=self.max_length,
-                                     logprob_space=self.logprob_space)
+        return load_judge(model_dir, dtype=self.dtype, device=self.device,
+                          dimension_extra=dimension_definitions or None, batch_size=self.batch_size,
+                          max_length=self.max_length, logprob_space=self.logprob_space)
 
 
 def inputs_with_prefix(inputs: Mapping[str, InputArtifact], prefix: str) -> list[InputArtifact]:

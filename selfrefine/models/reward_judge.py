@@ -1,0 +1,177 @@
+"""Scoring with a reward-head judge, through the same interface as the generative `Judge`.
+
+Input: `prompts.reward_prompt` (definition, context, "Assistant:") followed by " {response}" and
+EOS; the reward is read at the EOS token (see `reward_head`). Training and scoring encode with the
+same function, `encode_reward_input`, so the head sees at scoring time exactly the token layout
+it was trained on.
+
+How the reward maps onto the judge's outputs:
+- `score_absolute`: `score` = the reward r; `answer` = "Yes" when r >= 0; `p_yes` = sigmoid(r);
+  `logprob` (and `vocab_logprob`, there being no vocabulary) = log sigmoid(±r) of that answer.
+  A Bradley–Terry reward is only defined up to a constant, so only differences are calibrated;
+  `p_yes` is reported for completeness.
+- `compare`: p_a = sigmoid(r_a − r_b), the Bradley–Terry probability that response A is better.
+  Each response is scored on its own, so both presentation orders give the same answer:
+  `p_a_forward == p_a_swapped == p_a` and `consistent` is always true.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from selfrefine.errors import ConfigError, ModelLoadError
+from selfrefine.models import prompts as P
+from selfrefine.models.dimensions import Dimension, get_dimension
+from selfrefine.models.judge import AbsoluteItem, AbsoluteScore, PairItem, PairVerdict, _coerce
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RewardInput:
+    """One (context, response) rendered for the reward head: `prompt` + `completion`."""
+
+    prompt: str
+    completion: str
+    turns_cut: int = 0
+
+
+def reward_input(context: Sequence[Mapping[str, str]], response: str, dimension: Dimension, tokenizer: Any,
+                 max_length: int, *, fit_for: str | None = None) -> RewardInput:
+    """Render a response for the head, cutting the oldest context turns to fit `max_length` tokens.
+
+    `fit_for` (default: `response`) is the response the context is fitted around; pass the longer
+    response of a pair so that both responses are judged after the same context.
+    """
+    completion = " " + response
+    longest = " " + (fit_for if fit_for is not None else response)
+    # Two tokens spare: EOS, and a token boundary that may move when prompt and response are
+    # tokenised apart (as `encode_reward_input` does) instead of as one text.
+    fitted = P.fit_to_budget(lambda ctx: P.reward_prompt(ctx, dimension) + longest, context, tokenizer,
+                             max_length, reserve_tokens=2)
+    if fitted.over_budget:
+        logger.warning("reward input of %d tokens exceeds max_length=%d even without context: the response "
+                       "alone is too long", fitted.n_tokens, max_length)
+    prompt = fitted.text[: len(fitted.text) - len(longest)]
+    return RewardInput(prompt=prompt, completion=completion, turns_cut=fitted.turns_cut)
+
+
+def encode_reward_input(tokenizer: Any, prompt: str, completion: str) -> tuple[list[int], int]:
+    """Token ids of prompt + completion + EOS, and the prompt's length in tokens.
+
+    Prompt and completion are tokenised apart, so the response starts at a token boundary (the
+    GRM regulariser scores exactly the response tokens) and the layout never depends on how the
+    tokenizer would merge across the boundary.
+    """
+    if tokenizer.eos_token_id is None:
+        raise ModelLoadError("the tokenizer has no EOS token; a reward head reads its score at the EOS token")
+    prompt_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+    response_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
+    return prompt_ids + response_ids + [tokenizer.eos_token_id], len(prompt_ids)
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
+
+
+def _log_sigmoid(x: float) -> float:
+    return -math.log1p(math.exp(-x)) if x >= 0 else x - math.log1p(math.exp(x))
+
+
+class RewardHeadJudge:
+    """Batched scoring with a `RewardHeadModel` and its tokenizer."""
+
+    kind = "reward_head"
+
+    def __init__(self, model: Any, tokenizer: Any, dimension_extra: Mapping[str, str] | None = None,
+                 batch_size: int = 16, max_length: int = 1024, *, log_every_seconds: float = 30.0):
+        self.model, self.tokenizer = model, tokenizer
+        self.dimension_extra = dict(dimension_extra or {})
+        self.batch_size, self.max_length = batch_size, max_length
+        self.log_every_seconds = log_every_seconds
+
+    @classmethod
+    def from_pretrained(cls, path: str, *, dtype: str = "auto", device: str = "auto", **kwargs: Any) -> RewardHeadJudge:
+        from selfrefine.models.loading import load_tokenizer, resolve_device, resolve_dtype
+        from selfrefine.models.reward_head import RewardHeadModel
+
+        device = resolve_device(device)
+        model = RewardHeadModel.from_pretrained(path, dtype=resolve_dtype(dtype, device), device=device)
+        return cls(model, load_tokenizer(path), **kwargs)
+
+    def dimension(self, name: str) -> Dimension:
+        return get_dimension(name, self.dimension_extra)
+
+    # -- public scoring --
+
+    def rewards(self, items: Sequence[AbsoluteItem | Mapping]) -> list[tuple[float, int]]:
+        """(reward, context turns cut) per item, in input order."""
+        items = [_coerce(i, AbsoluteItem) for i in items]
+        rendered = [reward_input(it.context, it.response, self.dimension(it.dimension), self.tokenizer,
+                                 self.max_length) for it in items]
+        ids = [encode_reward_input(self.tokenizer, r.prompt, r.completion)[0] for r in rendered]
+        return list(zip(self._forward(ids), (r.turns_cut for r in rendered)))
+
+    def score_absolute(self, items: Sequence[AbsoluteItem | Mapping]) -> list[AbsoluteScore]:
+        """Scores in input order (see the module docstring for how the reward fills the fields)."""
+        scores = []
+        for reward, cut in self.rewards(items):
+            yes = reward >= 0
+            logprob = _log_sigmoid(reward if yes else -reward)
+            scores.append(AbsoluteScore(answer="Yes" if yes else "No", score=reward, logprob=logprob,
+                                        p_yes=_sigmoid(reward), vocab_logprob=logprob, turns_cut=cut))
+        return scores
+
+    def compare(self, items: Sequence[PairItem | Mapping]) -> list[PairVerdict]:
+        """Bradley–Terry verdicts: p_a = sigmoid(r_a − r_b), the same in both presentation orders."""
+        items = [_coerce(i, PairItem) for i in items]
+        flat = [AbsoluteItem(it.context, r, it.dimension) for it in items for r in (it.response_a, it.response_b)]
+        scored = self.rewards(flat)
+        verdicts = []
+        for i in range(len(items)):
+            (r_a, cut_a), (r_b, cut_b) = scored[2 * i], scored[2 * i + 1]
+            p_a = _sigmoid(r_a - r_b)
+            verdicts.append(PairVerdict(verdict="A" if p_a >= 0.5 else "B", p_a=p_a, p_a_forward=p_a,
+                                        p_a_swapped=p_a, consistent=True, turns_cut=max(cut_a, cut_b)))
+        return verdicts
+
+    def compare_cot(self, *args: Any, **kwargs: Any):
+        raise ConfigError("a reward-head judge gives scores, not chain-of-thought verdicts; use a generative "
+                          "judge (train_judge.judge_kind: generative) for rationales")
+
+    # -- internals --
+
+    def _forward(self, sequences: list[list[int]]) -> list[float]:
+        """Rewards of token sequences: length-sorted, left-padded batches under inference mode."""
+        import torch
+
+        model = self.model
+        device = next(model.parameters()).device
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+        rewards: list[float] = [0.0] * len(sequences)
+        started = last_log = time.perf_counter()
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start:start + self.batch_size]
+            width = max(len(sequences[i]) for i in idx)
+            input_ids = torch.full((len(idx), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(idx), width), dtype=torch.long)
+            for row, i in enumerate(idx):
+                input_ids[row, width - len(sequences[i]):] = torch.tensor(sequences[i])
+                mask[row, width - len(sequences[i]):] = 1
+            with torch.inference_mode():
+                out = model(input_ids=input_ids.to(device), attention_mask=mask.to(device))
+            for row, value in zip(idx, out.logits.float().squeeze(-1).tolist()):
+                rewards[row] = value
+            now = time.perf_counter()
+            if now - last_log >= self.log_every_seconds:
+                done = start + len(idx)
+                logger.info("reward head scored %d/%d responses: %.2f responses/s", done, len(sequences),
+                            done / (now - started))
+                last_log = now
+        return rewards
