@@ -228,12 +228,19 @@ def _by_name(model: str | Path) -> str:
 
 
 def run_recipe(recipe: str, trainer_class, base_model: str, dataset, output_dir: str | Path,
-               config: TrainingConfig) -> TrainResult:
-    """Train `base_model` on `dataset` with `trainer_class` (a TRL trainer) and save the result in `output_dir`."""
+               config: TrainingConfig, *, wrap_model=None) -> TrainResult:
+    """Train `base_model` on `dataset` with `trainer_class` (a TRL trainer) and save the result in `output_dir`.
+
+    `wrap_model(model, model_dir)`, if given, turns the loaded causal LM into the model the trainer
+    trains (e.g. one with a reward head); it must save itself with `save_pretrained`. A trainer
+    with a `training_log_extras()` method adds its fields to `training_log.json`.
+    """
     output_path = prepare_output_dir(output_dir)
     runtime = resolve_runtime(config)
     args = config.to_trl(str(output_path), runtime)
     model, tokenizer, model_dir = load_for_training(base_model, runtime)
+    if wrap_model is not None:
+        model = wrap_model(model, model_dir)
     trainer = trainer_class(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                             peft_config=config.lora.to_peft() if config.lora else None,
                             callbacks=[LossRecorder(recipe)])
@@ -261,6 +268,8 @@ def run_recipe(recipe: str, trainer_class, base_model: str, dataset, output_dir:
     record = {"recipe": recipe, "base_model": _by_name(base_model), "base_model_dir": _by_name(model_dir),
               "config": config.model_dump(mode="json"), "runtime": asdict(runtime) | {"deepspeed": bool(runtime.deepspeed)},
               "versions": _versions(), **result.model_dump(mode="json", exclude={"output_dir", "seconds"})}
+    if hasattr(trainer, "training_log_extras"):
+        record.update(trainer.training_log_extras())
     if trainer.accelerator.is_main_process:
         (output_path / TRAINING_LOG).write_text(json.dumps(record, indent=2) + "\n")
     logger.info("%s: %d steps in %.1f s, final loss %s, saved to %s", recipe, result.steps, seconds,

@@ -1,0 +1,98 @@
+"""The reward-head recipe: a scalar head on the judge's backbone, trained on preference pairs.
+
+`reward_rows` renders `PreferencePair`s as the head reads them (`reward_judge.reward_input`);
+`train_reward_head` tokenises them exactly as the judge does when scoring, trains with
+`RegularizedRewardTrainer` (TRL's RewardTrainer; GRM and MORE when configured) and saves a
+reward-head judge directory (see `reward_head`) with its `training_log.json`, which also records
+the preference sources and, with MORE, the λ of every batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from selfrefine.errors import ConfigError, DataError
+from selfrefine.models.training.common import TrainResult, check_text_columns, run_recipe
+from selfrefine.models.training.reward_config import RewardRecipeConfig
+
+REWARD_COLUMNS = ("prompt", "chosen", "rejected")
+DEFAULT_SOURCE = "all"
+
+
+def reward_rows(pairs: Sequence[Any], tokenizer: Any, max_length: int,
+                extra_dimensions: Mapping[str, str] | None = None) -> tuple[list[dict[str, str]], int]:
+    """Rows {prompt, chosen, rejected, source} for `train_reward_head` from `PreferencePair`s, and
+    how many context turns were cut. Both responses follow the same prompt, fitted around the
+    longer of the two."""
+    from selfrefine.models.dimensions import get_dimension
+    from selfrefine.models.reward_judge import reward_input
+
+    rows, turns_cut = [], 0
+    for pair in pairs:
+        longer = max((pair.chosen, pair.rejected), key=lambda r: len(tokenizer(r, add_special_tokens=False)["input_ids"]))
+        fitted = reward_input(pair.context, longer, get_dimension(pair.dimension, extra_dimensions), tokenizer,
+                              max_length)
+        turns_cut += fitted.turns_cut
+        rows.append({"prompt": fitted.prompt, "chosen": " " + pair.chosen, "rejected": " " + pair.rejected,
+                     "source": pair.source})
+    return rows, turns_cut
+
+
+def tokenize_pairs(pairs, tokenizer) -> tuple[Any, list[str]]:
+    """The trainer's dataset (chosen_ids, rejected_ids, prompt_len, source_index) and the source names
+    by index (sorted; one 'all' source when the pairs have no `source` column)."""
+    from datasets import Dataset
+
+    from selfrefine.models.reward_judge import encode_reward_input
+
+    sources = pairs["source"] if "source" in pairs.column_names else [DEFAULT_SOURCE] * len(pairs)
+    names = sorted(set(sources))
+    index = {name: i for i, name in enumerate(names)}
+    columns: dict[str, list] = {"chosen_ids": [], "rejected_ids": [], "prompt_len": [], "source_index": []}
+    for row, source in zip(pairs, sources):
+        chosen, prompt_len = encode_reward_input(tokenizer, row["prompt"], row["chosen"])
+        rejected, _ = encode_reward_input(tokenizer, row["prompt"], row["rejected"])
+        columns["chosen_ids"].append(chosen)
+        columns["rejected_ids"].append(rejected)
+        columns["prompt_len"].append(prompt_len)
+        columns["source_index"].append(index[source])
+    return Dataset.from_dict(columns), names
+
+
+def train_reward_head(base_model: str, pairs, output_dir: str | Path,
+                      config: RewardRecipeConfig | None = None) -> TrainResult:
+    """Train a reward-head judge from `base_model` on `pairs` and save it in `output_dir` (new or empty).
+
+    `pairs` is a `datasets.Dataset` with text columns prompt, chosen, rejected (as `reward_rows`
+    makes them: the response text follows the prompt directly) and, for MORE, source. A base
+    model that is already a reward-head judge continues with its head. Raises `DataError` for
+    missing or empty fields and `ConfigError` for settings that cannot work.
+    """
+    from selfrefine.models.loading import load_tokenizer
+    from selfrefine.models.training.reward_trainer import RegularizedRewardTrainer
+
+    config = config or RewardRecipeConfig()
+    check_text_columns(pairs, REWARD_COLUMNS + (("source",) if "source" in pairs.column_names else ()),
+                       "reward pairs")
+    if config.deepspeed is not None:
+        import torch
+
+        if torch.cuda.is_available():
+            raise ConfigError("the reward-head recipe does not support DeepSpeed ZeRO-3 yet (its head is saved "
+                              "beside the backbone); set deepspeed: null and use LoRA to fit the model")
+    dataset, names = tokenize_pairs(pairs, load_tokenizer(base_model))
+    if config.more is not None and len(names) < 2:
+        raise DataError(f"MORE reweights preference sources, but all pairs come from {names}; give pairs from "
+                        "two or more sources (the `source` column) or set more: null")
+    trainer = partial(RegularizedRewardTrainer, grm=config.grm, more=config.more, source_names=names)
+    wrap = partial(_with_head, config=config)
+    return run_recipe("reward_head", trainer, base_model, dataset, output_dir, config, wrap_model=wrap)
+
+
+def _with_head(model, model_dir: str, *, config: RewardRecipeConfig):
+    from selfrefine.models.reward_head import RewardHeadModel
+
+    return RewardHeadModel.for_training(model, model_dir, config.head, config.head_size, config.seed)

@@ -1,0 +1,73 @@
+"""Typed config of the reward-head recipe, with its two optional variants from the literature.
+
+- GRM (Yang et al. 2024, "Regularizing Hidden States Enables Learning Generalizable Reward Model
+  for LLMs"): loss = (1 − α)·reward loss + α·text-generation regulariser on the shared hidden
+  states, through the kept language-model head.
+- MORE (Zeng et al., "On Diversified Preferences of Large Language Model Alignment"): every batch
+  holds pairs of every preference source; the per-source reward losses are weighted by the λ on
+  the simplex that minimises the norm of the λ-weighted reward-head gradients.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import Field
+
+from selfrefine.models.training.config import TrainingConfig, _Strict
+
+if TYPE_CHECKING:
+    import trl
+
+    from selfrefine.models.training.common import Runtime
+
+
+class GRMSettings(_Strict):
+    """GRM's text-generation regulariser, with the paper's defaults."""
+
+    alpha: float = Field(0.01, gt=0.0, lt=1.0, description=(
+        "Weight α of the regulariser: loss = (1 − α)·reward loss + α·regulariser. The paper uses 0.01 "
+        "(0.001 for its linear-head variant) and finds 0.1 too large."))
+    regularizer: Literal["sft", "dpo", "dpo_noref"] = Field("sft", description=(
+        "'sft': −log σ(β·log π(chosen|x)), the paper's default and most stable choice; 'dpo': the DPO loss "
+        "against the starting model as reference (a frozen copy, or the adapter switched off with LoRA); "
+        "'dpo_noref': −log σ(β·(log π(chosen|x) − log π(rejected|x))), DPO without a reference."))
+    beta: float = Field(0.1, gt=0.0, description=(
+        "Temperature β inside the regulariser's log-sigmoid (the paper's 0.1). log π is summed over the "
+        "response tokens and the EOS."))
+
+
+class MORESettings(_Strict):
+    """MORE's per-batch reweighting of the preference sources."""
+
+    max_solver_iterations: int = Field(1000, ge=1, description=(
+        "Frank–Wolfe iterations of the min-norm solver per batch (it stops earlier once λ settles)."))
+
+
+class RewardRecipeConfig(TrainingConfig):
+    """A scalar reward head on the last token, trained with the Bradley–Terry loss (TRL RewardTrainer).
+
+    With `more`, the batches are laid out by source (see `MORESettings`); `per_device_batch_size`
+    must then be at least the number of sources, and `shuffle` shuffles within each source.
+    """
+
+    learning_rate: float = Field(1e-5, gt=0.0, lt=1.0, description="Peak AdamW learning rate (backbone and head).")
+    head: Literal["linear", "mlp"] = Field("linear", description=(
+        "Reward head on the last token's hidden state: 'linear' (hidden → 1) or 'mlp' (hidden → head_size → "
+        "ReLU → 1, the GRM paper's default head)."))
+    head_size: int = Field(1024, ge=1, description="Hidden width of the 'mlp' head.")
+    grm: GRMSettings | None = Field(None, description=(
+        "GRM hidden-state regularisation through the kept LM head; None = plain Bradley–Terry."))
+    more: MORESettings | None = Field(None, description=(
+        "MORE source reweighting (needs pairs from two or more sources to have an effect); None = off."))
+
+    def to_trl(self, output_dir: str, runtime: Runtime) -> trl.RewardConfig:
+        """The `trl.RewardConfig` for this recipe on the resolved `runtime`."""
+        from trl import RewardConfig
+
+        return RewardConfig(
+            **self._trainer_arguments(output_dir, runtime),
+            # The recipe tokenises itself (prompt and response apart, see reward_judge) and the GRM and
+            # MORE fields travel in the batch; the trainer's column pruning would drop them.
+            remove_unused_columns=False,
+        )
