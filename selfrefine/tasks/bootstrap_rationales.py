@@ -111,10 +111,14 @@ def run(ctx: StageContext) -> StageReturn:
     pairs = sample(read_pairs(inputs_with_prefix(ctx.inputs, "pairs"), cfg.dimension_definitions), cfg.max_pairs, seed)
     shown = present(pairs, seed)
     judge = cfg.judge.load(str(require(ctx.inputs, "judge", STAGE).path), cfg.dimension_definitions)
+    if judge.kind == "reward_head":
+        # A reward head scores; it writes no chain of thought, and its training uses no rationales.
+        log.warning("bootstrap_rationales: the judge is a reward head, which gives no rationales; writing none")
+        shown = []
     items = [PairItem(s.pair.context, *s.options, dimension=s.pair.dimension) for s in shown]
     params = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p,
                             max_new_tokens=cfg.max_new_tokens, seed=seed)
-    first = judge.compare_cot(items, k=cfg.samples_per_pair, params=params)
+    first = judge.compare_cot(items, k=cfg.samples_per_pair, params=params) if items else []
     missed = [i for i, (s, v) in enumerate(zip(shown, first)) if not split_samples(s, v)[0]]
     second = {}
     if cfg.rationalize and missed:

@@ -1,10 +1,16 @@
-"""`train_judge`: fine-tune the decoder judge on Chain-of-Hindsight texts, evaluation prompts and
-kept STaR rationales, with the loss on the answer/response tokens only.
+"""`train_judge`: train the judge, of the kind `judge_kind` names.
+
+- `generative` (default): fine-tune the decoder judge on Chain-of-Hindsight texts, evaluation
+  prompts and kept STaR rationales, with the loss on the answer/response tokens only.
+- `reward_head`: a scalar head on the same backbone, trained with the Bradley–Terry loss on the
+  pairs (TRL RewardTrainer), optionally with GRM regularisation and MORE source reweighting
+  (`reward_recipe`). STaR rationales are not used: a reward head has no chain of thought.
 
 Inputs (by role): `seed_pairs_*` (human pairs), optional `self_pairs_*` (the previous iteration's
 filtered pairs), optional `rationales` (the previous iteration's kept rationales), optional
 `init_judge` (the previous judge to continue from). Output: `judge` (a `save_pretrained` directory
-with its `training_log.json`).
+with its `training_log.json` and `judge.json`, which names the kind so that later stages load it
+with the right class).
 """
 
 from __future__ import annotations
@@ -13,17 +19,19 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from selfrefine.data import PreferencePair
 from selfrefine.models import prompts as P
 from selfrefine.models.dimensions import get_dimension
+from selfrefine.models.judge_kind import JudgeKind
 from selfrefine.models.training.config import DPORecipeConfig, SFTRecipeConfig
+from selfrefine.models.training.reward_config import RewardRecipeConfig
 from selfrefine.tasks.common import dimension_definitions_field, inputs_with_prefix, model_fingerprint, read_pairs, sample
 from selfrefine.tasks.runner import Output, StageContext, StageReturn
 
 STAGE = "train_judge"
-CODE_VERSION = "1"
+CODE_VERSION = "2"  # 2: judge.json in the judge directory; the reward_head kind
 log = logging.getLogger(__name__)
 
 ExampleKind = Literal["hindsight", "absolute", "pairwise"]
@@ -34,6 +42,10 @@ class TrainJudgeConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    judge_kind: JudgeKind = Field("generative", description=(
+        "'generative': the decoder judge answers Yes/No and A/B prompts (trained by `recipe`); "
+        "'reward_head': a scalar head on the last token of the same backbone, trained with the "
+        "Bradley–Terry loss (`reward_recipe`, with optional GRM and MORE). Scoring stages load either."))
     base_model: str = Field("packaged", description=(
         "Model to start from when there is no previous judge: 'packaged' (SmolLM2-135M-Instruct), "
         "'tiny' (random test model), a local save_pretrained directory or a hub id."))
@@ -57,7 +69,18 @@ class TrainJudgeConfig(BaseModel):
         "rationale pairs for the same prompt."))
     star_dpo_recipe: DPORecipeConfig = Field(default_factory=DPORecipeConfig, description=(
         "The DPO recipe for rationale_training='star_dpo'."))
+    reward_recipe: RewardRecipeConfig = Field(default_factory=RewardRecipeConfig, description=(
+        "The reward-head recipe for judge_kind='reward_head' (TRL RewardTrainer; GRM, MORE, head shape). "
+        "Pairs are fitted to max_prompt_tokens by cutting the oldest context turns."))
     dimension_definitions: dict[str, str] = dimension_definitions_field()
+
+    @model_validator(mode="after")
+    def _kind_fits_rationale_training(self) -> TrainJudgeConfig:
+        if self.judge_kind == "reward_head" and self.rationale_training == "star_dpo":
+            raise ValueError("rationale_training='star_dpo' trains a generative judge on its rationales; a "
+                             "reward_head judge has none. Set judge_kind='generative', or rationale_training='sft' "
+                             "(a reward head then leaves the rationales unused)")
+        return self
 
 
 def build_judge_examples(pairs: Sequence[PreferencePair], kinds: Sequence[ExampleKind], *,
@@ -116,6 +139,7 @@ def read_rationale_examples(inputs, name: Literal["sft", "dpo"]) -> list[dict]:
 def run(ctx: StageContext) -> StageReturn:
     from datasets import Dataset
 
+    from selfrefine.models.judge_kind import write_judge_info
     from selfrefine.models.loading import load_tokenizer
     from selfrefine.models.training.dpo import train_star_dpo
     from selfrefine.models.training.sft import train_sft
@@ -127,6 +151,8 @@ def run(ctx: StageContext) -> StageReturn:
     seed_pairs = sample(read_pairs(inputs_with_prefix(ctx.inputs, "seed_pairs"), cfg.dimension_definitions), cfg.max_seed_pairs, seed)
     self_pairs = sample(read_pairs(inputs_with_prefix(ctx.inputs, "self_pairs"), cfg.dimension_definitions), cfg.max_self_pairs, seed)
     tokenizer = load_tokenizer(start)
+    if cfg.judge_kind == "reward_head":
+        return _run_reward_head(ctx, start, seed_pairs + self_pairs, len(seed_pairs), len(self_pairs), tokenizer)
     examples, turns_cut = build_judge_examples(
         seed_pairs + self_pairs, cfg.example_kinds, tokenizer=tokenizer,
         max_prompt_tokens=cfg.max_prompt_tokens, extra_dimensions=cfg.dimension_definitions)
@@ -150,8 +176,36 @@ def run(ctx: StageContext) -> StageReturn:
         judge_dir = dpo_dir
         metrics += [("star_dpo_pairs", float(len(rationale_pairs)), {}),
                     ("star_dpo_seconds", float(dpo.seconds), {})]
-    meta = {"started_from": "init_judge" if start != cfg.base_model else cfg.base_model,
+    write_judge_info(judge_dir, "generative")
+    meta = {"judge_kind": "generative", "started_from": "init_judge" if start != cfg.base_model else cfg.base_model,
             "examples": len(examples), "seed_pairs": len(seed_pairs), "self_pairs": len(self_pairs),
             "rationales": len(rationale_examples), "star_dpo_pairs": len(rationale_pairs),
             "turns_cut": turns_cut, "final_loss": final_loss}
+    return StageReturn({"judge": Output(judge_dir, "model", meta)}, metrics)
+
+
+def _run_reward_head(ctx: StageContext, start: str, pairs: list[PreferencePair], n_seed: int, n_self: int,
+                     tokenizer) -> StageReturn:
+    """The `reward_head` kind: Bradley–Terry training of a scalar head (GRM / MORE per the recipe)."""
+    from datasets import Dataset
+
+    from selfrefine.models.training.reward import reward_rows, train_reward_head
+
+    cfg: TrainJudgeConfig = ctx.config
+    seed = ctx.seed or 0
+    recipe = cfg.reward_recipe.model_copy(update={"seed": seed})
+    if "rationales" in ctx.inputs:
+        log.info("train_judge: a reward_head judge does not train on STaR rationales; the rationales input is unused")
+    rows, turns_cut = reward_rows(pairs, tokenizer, min(cfg.max_prompt_tokens, recipe.max_length),
+                                  cfg.dimension_definitions)
+    log.info("train_judge: reward head on %d pairs (%d seed, %d self) from %s", len(rows), n_seed, n_self, start)
+    judge_dir = ctx.out_dir / "judge"
+    result = train_reward_head(start, Dataset.from_list(rows), judge_dir, recipe)
+    final_loss = result.loss_history[-1][1] if result.loss_history else float("nan")
+    metrics = [("train_examples", float(len(rows)), {}), ("final_loss", float(final_loss), {}),
+               ("train_seconds", float(result.seconds), {}), ("turns_cut", float(turns_cut), {})]
+    meta = {"judge_kind": "reward_head", "started_from": "init_judge" if start != cfg.base_model else cfg.base_model,
+            "examples": len(rows), "seed_pairs": n_seed, "self_pairs": n_self, "rationales": 0,
+            "star_dpo_pairs": 0, "turns_cut": turns_cut, "final_loss": final_loss,
+            "grm": recipe.grm.regularizer if recipe.grm else None, "more": recipe.more is not None}
     return StageReturn({"judge": Output(judge_dir, "model", meta)}, metrics)
