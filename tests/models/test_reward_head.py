@@ -1,0 +1,302 @@
+"""The reward-head judge kind on the tiny random-weight Llama: MORE's min-norm solver against brute
+force, GRM's loss against its two terms computed apart, one training step of every variant (weights
+change, a safetensors checkpoint reloads and scores), and the scoring interface shared with the
+generative judge."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from datasets import Dataset
+from pydantic import ValidationError
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
+
+from selfrefine.data import DataSource, load_pairs
+from selfrefine.errors import ConfigError, DataError, ModelLoadError
+from selfrefine.models.judge import AbsoluteItem, Judge, PairItem
+from selfrefine.models.judge_kind import JUDGE_INFO, load_judge, write_judge_info
+from selfrefine.models.loading import load_tokenizer
+from selfrefine.models.reward_head import HEAD_FILE, HeadSpec, RewardHeadModel
+from selfrefine.models.reward_judge import RewardHeadJudge, encode_reward_input, reward_input
+from selfrefine.models.dimensions import get_dimension
+from selfrefine.models.training import common
+from selfrefine.models.training.config import LoraSettings
+from selfrefine.models.training.min_norm import min_norm_value, min_norm_weights
+from selfrefine.models.training.reward import reward_rows, tokenize_pairs, train_reward_head
+from selfrefine.models.training.reward_config import GRMSettings, MORESettings, RewardRecipeConfig
+from selfrefine.models.training.reward_trainer import RegularizedRewardTrainer, SourceBalancedSampler
+from selfrefine.tasks.train_judge import TrainJudgeConfig
+
+
+@pytest.fixture(scope="module")
+def pairs():
+    return load_pairs(DataSource(kind="demo", limit=8))
+
+
+@pytest.fixture(scope="module")
+def rows(pairs, tiny_dir):
+    """Reward rows of the demo pairs, alternating between two pseudo-sources (for MORE)."""
+    rows, _ = reward_rows(pairs, load_tokenizer(tiny_dir), 256)
+    return [{**row, "source": "odd" if i % 2 else "even"} for i, row in enumerate(rows)]
+
+
+def simplex_grid(k: int, n: int) -> np.ndarray:
+    return np.array([(*c, n - sum(c)) for c in itertools.product(range(n + 1), repeat=k - 1) if sum(c) <= n]) / n
+
+
+# -- MORE's min-norm solver ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("k, resolution", [(2, 2000), (3, 200)])
+def test_min_norm_weights_match_brute_force_over_the_simplex(k, resolution):
+    rng = np.random.default_rng(k)
+    grid = simplex_grid(k, resolution)
+    for _ in range(25):
+        # Shared direction plus noise: optima inside the simplex, on its faces and at vertices all occur.
+        grads = rng.normal(size=(k, 4)) + rng.normal(size=4) * rng.uniform(0, 2)
+        weights = min_norm_weights(grads)
+        norms = np.linalg.norm(grid @ grads, axis=1)
+        assert weights.min() >= 0 and weights.sum() == pytest.approx(1.0)
+        assert min_norm_value(grads, weights) <= norms.min() + 1e-9  # never worse than the grid's best
+        # Linearly independent gradients make the optimum unique: the grid's best point is within a step.
+        np.testing.assert_allclose(weights, grid[norms.argmin()], atol=1 / resolution)
+
+
+def test_min_norm_weights_known_answers():
+    g = np.array([1.0, 2.0, -1.0])
+    np.testing.assert_allclose(min_norm_weights([g, -g]), [0.5, 0.5])                # opposite: they cancel
+    np.testing.assert_allclose(min_norm_weights([[1.0, 0.0], [3.0, 0.0]]), [1.0, 0.0])  # the smaller one alone
+    np.testing.assert_allclose(min_norm_weights([[1.0, 0], [0, 1.0], [-1.0, -1.0]]), [1 / 3, 1 / 3, 1 / 3], atol=1e-6)
+    assert min_norm_weights([[5.0, 1.0]]).tolist() == [1.0]
+    with pytest.raises(ValueError, match="K×d"):
+        min_norm_weights(np.zeros((0, 3)))
+
+
+def test_source_balanced_sampler_puts_every_source_in_every_batch():
+    sources = [0] * 6 + [1] * 2 + [2]
+    sampler = SourceBalancedSampler(sources, batch_size=3, seed=0, shuffle=True)
+    order = list(sampler)
+    assert len(order) == len(sampler) == 9
+    for start in range(0, len(order), 3):
+        assert sorted(sources[i] for i in order[start:start + 3]) == [0, 1, 2]
+    sampler.set_epoch(1)
+    assert list(sampler) != order  # a fresh order each epoch
+    with pytest.raises(ConfigError, match="smaller than the 3 preference sources"):
+        SourceBalancedSampler(sources, batch_size=2, seed=0, shuffle=True)
+
+
+# -- GRM's loss ------------------------------------------------------------------------------------
+
+
+def _trainer(tiny_dir, tmp_path, dataset, names, **recipe) -> RegularizedRewardTrainer:
+    config = RewardRecipeConfig(bf16=False, per_device_batch_size=4, **recipe)
+    lm = AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.float32)
+    model = RewardHeadModel.for_training(lm, tiny_dir, config.head, config.head_size, seed=0)
+    return RegularizedRewardTrainer(model, config.to_trl(str(tmp_path), common.resolve_runtime(config)), dataset,
+                                    load_tokenizer(tiny_dir), grm=config.grm, more=config.more, source_names=names)
+
+
+def _response_logprob(lm, ids: list[int], prompt_len: int) -> torch.Tensor:
+    """log π(response + EOS | prompt), from a plain causal-LM forward pass on one unpadded sequence."""
+    logprobs = torch.log_softmax(lm(input_ids=torch.tensor([ids])).logits[0, :-1].float(), dim=-1)
+    targets = torch.tensor(ids[1:])
+    return logprobs.gather(1, targets[:, None])[prompt_len - 1:, 0].sum()
+
+
+@pytest.mark.parametrize("regularizer", ["sft", "dpo_noref", "dpo"])
+def test_grm_loss_is_the_weighted_sum_of_the_reward_loss_and_the_regularizer(tiny_dir, tmp_path, rows, regularizer):
+    alpha, beta = 0.3, 0.1
+    dataset, names = tokenize_pairs(Dataset.from_list(rows[:4]), load_tokenizer(tiny_dir))
+    trainer = _trainer(tiny_dir, tmp_path, dataset, names, grm=GRMSettings(alpha=alpha, beta=beta, regularizer=regularizer))
+    examples = [dataset[i] for i in range(4)]
+    model = trainer.model.train()  # as in a training step (the tiny model has no dropout)
+    with torch.no_grad():
+        total = trainer.compute_loss(model, trainer.data_collator(examples))
+
+        # The two terms apart: rewards one sequence at a time, log π from the plain LM forward pass.
+        def reward(ids):
+            return model(input_ids=torch.tensor([ids])).logits[0, 0]
+
+        reward_loss = torch.stack([-F.logsigmoid(reward(e["chosen_ids"]) - reward(e["rejected_ids"])) for e in examples]).mean()
+        chosen = torch.stack([_response_logprob(model.lm, e["chosen_ids"], e["prompt_len"]) for e in examples])
+        rejected = torch.stack([_response_logprob(model.lm, e["rejected_ids"], e["prompt_len"]) for e in examples])
+    if regularizer == "sft":
+        reg = -F.logsigmoid(beta * chosen).mean()
+    elif regularizer == "dpo_noref":
+        reg = -F.logsigmoid(beta * (chosen - rejected)).mean()
+    else:  # before any step the policy is its own reference: every log-ratio is 0
+        reg = torch.tensor(math.log(2.0))
+    assert reg.item() > 0 and reward_loss.item() > 0
+    assert total.item() == pytest.approx(((1 - alpha) * reward_loss + alpha * reg).item(), rel=1e-5)
+    logged = trainer._metrics["train"]
+    assert logged["reward_loss"][-1] == pytest.approx(reward_loss.item(), rel=1e-5)
+    assert logged["grm_regularizer"][-1] == pytest.approx(reg.item(), rel=1e-5)
+
+
+# -- one training step of every variant ----------------------------------------------------------------
+
+
+VARIANTS = {
+    "reward_head": {},
+    "grm_sft": {"grm": GRMSettings(regularizer="sft", alpha=0.1)},
+    "grm_dpo": {"grm": GRMSettings(regularizer="dpo", alpha=0.1), "head": "mlp", "head_size": 16},
+    "more": {"more": MORESettings()},
+}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_each_variant_trains_a_step_and_saves_a_judge_that_scores(tiny_dir, tmp_path, rows, pairs, variant):
+    config = RewardRecipeConfig(max_steps=1, per_device_batch_size=4, max_length=256, learning_rate=1e-2,
+                                **VARIANTS[variant])
+    out = tmp_path / "judge"
+    result = train_reward_head("tiny", Dataset.from_list(rows[:4]), out, config)
+    assert result.steps == 1 and result.num_examples == 4
+
+    # Only safetensors weights: the backbone as a plain causal LM, and the head beside it.
+    assert not [p.name for p in out.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".pkl")]
+    base, saved = load_file(str(Path(tiny_dir) / "model.safetensors")), load_file(str(out / "model.safetensors"))
+    assert saved.keys() == base.keys()
+    assert [k for k in base if not torch.equal(base[k], saved[k])], "the step left the backbone unchanged"
+    spec = HeadSpec(config.head, hidden_size=64, mlp_size=config.head_size)
+    initial = spec.build(torch.Generator().manual_seed(config.seed)).state_dict()
+    head = load_file(str(out / HEAD_FILE))
+    assert any(not torch.equal(initial[k], head[k]) for k in initial), "the step left the head unchanged"
+    info = json.loads((out / JUDGE_INFO).read_text())
+    assert info == {"kind": "reward_head", "head": {"kind": config.head, "hidden_size": 64, "mlp_size": config.head_size}}
+
+    log = json.loads((out / common.TRAINING_LOG).read_text())
+    assert log["recipe"] == "reward_head" and log["sources"] == ["even", "odd"]
+    if variant == "more":
+        (entry,) = log["more_lambdas"]  # one batch: one λ, on the simplex, for both sources
+        assert entry["step"] == 1 and set(entry["lambdas"]) == {"even", "odd"}
+        assert sum(entry["lambdas"].values()) == pytest.approx(1.0, abs=1e-5)
+    else:
+        assert log["more_lambdas"] is None
+
+    judge = load_judge(str(out), dtype="float32", device="cpu")
+    assert isinstance(judge, RewardHeadJudge)
+    items = [PairItem(p.context, p.chosen, p.rejected, p.dimension) for p in pairs[:3]]
+    verdicts = judge.compare(items)
+    rewards = judge.score_absolute([AbsoluteItem(p.context, r, p.dimension) for p in pairs[:3] for r in (p.chosen, p.rejected)])
+    for v, chosen, rejected in zip(verdicts, rewards[0::2], rewards[1::2]):
+        assert v.p_a == pytest.approx(1 / (1 + math.exp(-(chosen.score - rejected.score))), abs=1e-5)
+        assert v.consistent and v.p_a_forward == v.p_a_swapped == v.p_a
+        assert v.verdict == ("A" if chosen.score >= rejected.score else "B")
+        assert chosen.p_yes == pytest.approx(1 / (1 + math.exp(-chosen.score)))
+
+
+def test_lora_with_dpo_regularizer_uses_the_adapter_free_model_as_reference(tiny_dir, tmp_path, rows):
+    config = RewardRecipeConfig(max_steps=1, per_device_batch_size=4, max_length=256, learning_rate=5e-2,
+                                lora=LoraSettings(r=4, alpha=8, dropout=0.0), grm=GRMSettings(regularizer="dpo"))
+    result = train_reward_head("tiny", Dataset.from_list(rows[:4]), tmp_path / "judge", config)
+    assert result.steps == 1 and result.loss_history
+    saved = load_file(str(tmp_path / "judge" / "model.safetensors"))
+    assert not [k for k in saved if "lora" in k.lower()]  # merged into a plain model
+    base = load_file(str(Path(tiny_dir) / "model.safetensors"))
+    assert [k for k in base if not torch.equal(base[k], saved[k])]
+    assert isinstance(load_judge(str(tmp_path / "judge"), dtype="float32", device="cpu"), RewardHeadJudge)
+
+
+def test_a_reward_head_judge_continues_its_own_head(tiny_dir, tmp_path):
+    lm = AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.float32)
+    RewardHeadModel.for_training(lm, tiny_dir, "linear", 1024, seed=3).save_pretrained(tmp_path / "previous")
+    saved = load_file(str(tmp_path / "previous" / HEAD_FILE))
+    again = RewardHeadModel.for_training(lm, tmp_path / "previous", "linear", 1024, seed=99)
+    assert all(torch.equal(again.head.state_dict()[k], saved[k]) for k in saved)  # not a new seed-99 head
+    with pytest.raises(ConfigError, match="use the same head settings"):
+        RewardHeadModel.for_training(lm, tmp_path / "previous", "mlp", 1024, seed=0)
+
+
+# -- scoring -------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fresh_judge(tiny_dir):
+    lm = AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.float32)
+    model = RewardHeadModel.for_training(lm, tiny_dir, "linear", 1024, seed=0).eval()
+    return RewardHeadJudge(model, load_tokenizer(tiny_dir), batch_size=8)
+
+
+def test_rewards_do_not_depend_on_batching_or_padding(fresh_judge, pairs):
+    items = [AbsoluteItem(p.context, r, p.dimension) for p in pairs[:3] for r in (p.chosen, p.rejected)]
+    batched = [r for r, _ in fresh_judge.rewards(items)]
+    fresh_judge.batch_size = 1
+    try:
+        alone = [r for r, _ in fresh_judge.rewards(items)]
+    finally:
+        fresh_judge.batch_size = 8
+    assert len(set(np.round(alone, 6))) > 1  # the random head does tell responses apart
+    np.testing.assert_allclose(batched, alone, atol=1e-5)
+    # Right padding (the training collator's) reads the same last token as left padding.
+    tokenizer = fresh_judge.tokenizer
+    encoded = [encode_reward_input(tokenizer, *(lambda r: (r.prompt, r.completion))(
+        reward_input(it.context, it.response, get_dimension(it.dimension), tokenizer, 1024)))[0] for it in items[:4]]
+    width = max(map(len, encoded))
+    ids = torch.tensor([e + [tokenizer.pad_token_id] * (width - len(e)) for e in encoded])
+    mask = torch.tensor([[1] * len(e) + [0] * (width - len(e)) for e in encoded])
+    with torch.no_grad():
+        right = fresh_judge.model(input_ids=ids, attention_mask=mask).logits[:, 0]
+    np.testing.assert_allclose(right.numpy(), alone[:4], atol=1e-5)
+
+
+def test_training_rows_encode_like_the_judge_scores(pairs, rows, tiny_dir):
+    tokenizer = load_tokenizer(tiny_dir)
+    dataset, names = tokenize_pairs(Dataset.from_list(rows), tokenizer)
+    assert names == ["even", "odd"] and dataset["source_index"][:2] == [0, 1]
+    for pair, example in zip(pairs, dataset):
+        fitted = reward_input(pair.context, pair.chosen, get_dimension(pair.dimension), tokenizer, 256)
+        ids, prompt_len = encode_reward_input(tokenizer, fitted.prompt, fitted.completion)
+        assert example["chosen_ids"] == ids and example["prompt_len"] == prompt_len
+        assert ids[-1] == tokenizer.eos_token_id
+        assert tokenizer.decode(ids[prompt_len:-1]) == " " + pair.chosen
+
+
+def test_a_reward_head_has_no_chain_of_thought(fresh_judge, pairs):
+    with pytest.raises(ConfigError, match="generative judge"):
+        fresh_judge.compare_cot([PairItem(pairs[0].context, pairs[0].chosen, pairs[0].rejected)])
+
+
+# -- loading and bad input ---------------------------------------------------------------------------
+
+
+def test_load_judge_picks_the_class_from_judge_json(tiny_dir, tmp_path):
+    assert isinstance(load_judge(tiny_dir, dtype="float32", device="cpu"), Judge)  # no judge.json: generative
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / JUDGE_INFO).write_text('{"kind": "oracle"}')
+    with pytest.raises(ModelLoadError, match="known kinds are generative, reward_head"):
+        load_judge(str(broken))
+    write_judge_info(broken, "reward_head", head={"kind": "linear", "hidden_size": 64, "mlp_size": 1024})
+    with pytest.raises(ModelLoadError, match="backbone"):
+        load_judge(str(broken), dtype="float32", device="cpu")
+
+
+@pytest.mark.parametrize("build, field", [
+    (lambda: GRMSettings(alpha=1.5), "alpha"),
+    (lambda: GRMSettings(regularizer="kl"), "regularizer"),
+    (lambda: RewardRecipeConfig(head="conv"), "head"),
+    (lambda: RewardRecipeConfig(more={"max_solver_iterations": 0}), "more.max_solver_iterations"),
+    (lambda: TrainJudgeConfig(judge_kind="classifier"), "judge_kind"),
+    (lambda: TrainJudgeConfig(judge_kind="reward_head", rationale_training="star_dpo"), "rationale_training"),
+])
+def test_bad_reward_config_fails_on_construction_naming_the_field(build, field):
+    with pytest.raises(ValidationError) as info:
+        build()
+    assert field.split(".")[-1] in str(info.value)
+
+
+def test_more_needs_two_sources_and_pairs_need_text(tmp_path, rows):
+    one_source = Dataset.from_list([{**r, "source": "all"} for r in rows])
+    with pytest.raises(DataError, match="two or more sources"):
+        train_reward_head("tiny", one_source, tmp_path / "a", RewardRecipeConfig(more=MORESettings()))
+    empty = Dataset.from_list([{**rows[0], "chosen": " "}])
+    with pytest.raises(DataError, match="chosen"):
+        train_reward_head("tiny", empty, tmp_path / "b")
