@@ -130,6 +130,19 @@ def pairwise_accuracy(model_name: str, pairs, max_tokens: int) -> dict[str, floa
             "consistency": sum(v.consistent for v in verdicts) / n}
 
 
+def recipe_config(*, lr: float = 2e-4, batch_size: int = 4, grad_accum: int = 2, max_prompt_tokens: int = 384,
+                  seed: int = 0, precision: str = "auto", lora_r: int = 16, full: bool = False):
+    """The generative judge's SFT recipe as this benchmark runs it (the defaults are its command-line defaults)."""
+    from selfrefine.models.training.config import LoraSettings, SFTRecipeConfig
+
+    return SFTRecipeConfig(
+        learning_rate=lr, num_epochs=1, per_device_batch_size=batch_size,
+        gradient_accumulation_steps=grad_accum, max_length=max_prompt_tokens + 8, seed=seed,
+        shuffle=False,  # build_examples already shuffled pairs per epoch and keeps a pair's examples together
+        lr_scheduler="cosine", warmup_ratio=0.05, bf16={"auto": "auto", "bf16": True, "fp32": False}[precision],
+        lora=None if full else LoraSettings(r=lora_r, alpha=2 * lora_r, dropout=0.0))
+
+
 def describe(scores: dict[str, float]) -> str:
     return (f"accuracy {scores['accuracy']:.3f} (per order {scores['per_order_accuracy']:.3f}, says A "
             f"{scores['a_rate']:.2f}, orders agree {scores['consistency']:.2f})")
@@ -167,7 +180,6 @@ def main() -> None:
     transformers.utils.logging.disable_progress_bar()
 
     from selfrefine.models.loading import load_tokenizer
-    from selfrefine.models.training.config import LoraSettings, SFTRecipeConfig
     from selfrefine.models.training.sft import train_sft
 
     if not DATA.is_file():
@@ -191,12 +203,9 @@ def main() -> None:
         zero_shot = pairwise_accuracy(args.model, eval_pairs, args.max_prompt_tokens)
         print(f"zero-shot: {describe(zero_shot)} ({time.perf_counter() - start:.0f} s for {len(eval_pairs)} pairs)")
 
-    config = SFTRecipeConfig(
-        learning_rate=args.lr, num_epochs=1, per_device_batch_size=args.batch_size,
-        gradient_accumulation_steps=args.grad_accum, max_length=args.max_prompt_tokens + 8, seed=args.seed,
-        shuffle=False,  # build_examples already shuffled pairs per epoch and keeps a pair's examples together
-        lr_scheduler="cosine", warmup_ratio=0.05, bf16={"auto": "auto", "bf16": True, "fp32": False}[args.precision],
-        lora=None if args.full else LoraSettings(r=args.lora_r, alpha=2 * args.lora_r, dropout=0.0))
+    config = recipe_config(lr=args.lr, batch_size=args.batch_size, grad_accum=args.grad_accum,
+                           max_prompt_tokens=args.max_prompt_tokens, seed=args.seed, precision=args.precision,
+                           lora_r=args.lora_r, full=args.full)
     with tempfile.TemporaryDirectory(prefix="judge-") as scratch:
         output = Path(args.output) if args.output else Path(scratch) / "judge"
         result = train_sft(args.model, examples, output, config)

@@ -1,0 +1,200 @@
+"""Judge kinds side by side on hh-rlhf harmless: pairwise accuracy and ECE of the generative judge, a
+Bradley–Terry reward head, reward head + GRM (SFT regulariser) and reward head + MORE.
+
+Data: ../shared/data/hh-rlhf-harmless-dev.jsonl.gz through the project's loader with invalid
+records skipped: the first 800 valid pairs train, the remaining valid pairs are held out. MORE needs
+preference sources; the training pairs are split into two pseudo-sources by conversation length
+(characters of the context turns) at the training set's median: `short` and `long`.
+
+Judges, all from the packaged model:
+- generative: bench/judge_training.py's recipe (pairwise prompt in both orders + absolute Yes/No,
+  a pair's examples in one batch, LoRA r=16, lr 2e-4, cosine), through its `build_examples` and
+  `recipe_config`.
+- reward_head / +GRM / +MORE: `train_reward_head` (TRL RewardTrainer), full fine-tune, linear head.
+Every judge is evaluated the way the evaluate stage does it: `compare` on the held-out pairs and
+`tasks.metrics.pairwise_metrics` (accuracy over both orders, ECE of P(chosen better)).
+
+The results table is written into bench/RESULTS.md (this script's section only) on full runs;
+runs with --limit-train or --n-eval are smoke runs and leave the file alone.
+
+    python bench/judges.py [--epochs 1] [--reward-lr 3e-5] [--limit-train 16 --n-eval 8]
+
+Last line: RESULT generative_acc=… reward_head_acc=… grm_acc=… more_acc=… generative_ece=… reward_head_ece=… grm_ece=… more_ece=…
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/judge_training.py
+
+from judge_training import DATA, DIMENSION, build_examples, recipe_config  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+BEGIN, END = "<!-- bench/judges.py: begin -->", "<!-- bench/judges.py: end -->"
+KINDS = ("generative", "reward_head", "grm", "more")
+LABELS = {"generative": "generative", "reward_head": "reward_head", "grm": "reward_head + GRM (sft)",
+          "more": "reward_head + MORE"}
+
+
+def load_data(n_train: int, limit_train: int | None, n_eval: int | None):
+    """(train, held-out) PreferencePairs, the training pairs tagged `short`/`long` for MORE."""
+    import dataclasses
+
+    from selfrefine.data import DataSource, load_pairs
+
+    source = DataSource(kind="local", path=str(DATA), dimension=DIMENSION, on_invalid="skip")
+    train = load_pairs(source.model_copy(update={"limit": n_train}))
+    held_out = load_pairs(source.model_copy(update={"skip": n_train}))
+    train, held_out = train[:limit_train], held_out[:n_eval]
+    median = statistics.median(context_chars(p) for p in train)
+    train = [dataclasses.replace(p, source="short" if context_chars(p) <= median else "long") for p in train]
+    return train, held_out, median
+
+
+def context_chars(pair) -> int:
+    return sum(len(turn["content"]) for turn in pair.context)
+
+
+def train_generative(train, out: Path, args):
+    from selfrefine.models.judge_kind import write_judge_info
+    from selfrefine.models.loading import load_tokenizer
+    from selfrefine.models.training.sft import train_sft
+
+    examples, too_long = build_examples([(p.context, p.chosen, p.rejected) for p in train], load_tokenizer(args.model),
+                                        ("pairwise", "absolute"), args.max_tokens, seed=args.seed)
+    result = train_sft(args.model, examples, out, recipe_config(max_prompt_tokens=args.max_tokens, seed=args.seed))
+    write_judge_info(out, "generative")
+    return result, f"{len(examples)} SFT examples, {too_long} pairs left out (too long)"
+
+
+def train_reward(kind: str, train, out: Path, args):
+    from datasets import Dataset
+
+    from selfrefine.models.loading import load_tokenizer
+    from selfrefine.models.training.config import LoraSettings
+    from selfrefine.models.training.reward import reward_rows, train_reward_head
+    from selfrefine.models.training.reward_config import GRMSettings, MORESettings, RewardRecipeConfig
+
+    rows, turns_cut = reward_rows(train, load_tokenizer(args.model), args.max_tokens)
+    config = RewardRecipeConfig(
+        learning_rate=args.reward_lr, num_epochs=args.epochs, per_device_batch_size=args.reward_batch_size,
+        max_length=args.max_tokens + 8, seed=args.seed, lr_scheduler="cosine", warmup_ratio=0.05,
+        lora=LoraSettings(r=args.reward_lora_r, alpha=2 * args.reward_lora_r, dropout=0.0) if args.reward_lora_r else None,
+        grm=GRMSettings(regularizer="sft", alpha=args.grm_alpha) if kind == "grm" else None,
+        more=MORESettings() if kind == "more" else None)
+    result = train_reward_head(args.model, Dataset.from_list(rows), out, config)
+    note = f"{len(rows)} pairs, {turns_cut} context turns cut"
+    if kind == "more":
+        lambdas = json.loads((out / "training_log.json").read_text())["more_lambdas"]
+        means = {name: statistics.mean(e["lambdas"][name] for e in lambdas) for name in lambdas[0]["lambdas"]}
+        note += "; mean λ " + ", ".join(f"{name} {value:.3f}" for name, value in sorted(means.items()))
+    return result, note
+
+
+def evaluate(path: Path, held_out, max_tokens: int) -> dict:
+    from selfrefine.models.judge import PairItem
+    from selfrefine.models.judge_kind import load_judge
+    from selfrefine.tasks.metrics import pairwise_metrics
+
+    judge = load_judge(str(path), max_length=max_tokens)  # bf16 where the CPU runs it natively
+    start = time.perf_counter()
+    metrics = pairwise_metrics(judge.compare([PairItem(p.context, p.chosen, p.rejected, p.dimension) for p in held_out]))
+    return {"accuracy": metrics["accuracy"], "ece": metrics["calibration"]["ece"],
+            "consistency": metrics["position_consistency"], "eval_seconds": time.perf_counter() - start}
+
+
+def table(rows: dict[str, dict]) -> list[str]:
+    lines = ["| judge | held-out accuracy | ECE | order consistency | train steps | train s | notes |",
+             "|---|---|---|---|---|---|---|"]
+    for kind, r in rows.items():
+        lines.append(f"| {LABELS[kind]} | {r['accuracy']:.3f} | {r['ece']:.3f} | {r['consistency']:.2f} | {r['steps']} "
+                     f"| {r['train_seconds']:.0f} | {r['note']} |")
+    return lines
+
+
+def write_results(section: list[str]) -> None:
+    """Replace this script's section of bench/RESULTS.md (other sections stay as they are)."""
+    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
+    block = "\n".join([BEGIN, *section, END])
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + block + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    RESULTS.write_text(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="packaged", help="base model alias or directory")
+    parser.add_argument("--n-train", type=int, default=800, help="valid records that train (the rest are held out)")
+    parser.add_argument("--limit-train", type=int, default=None, help="train on the first N training pairs only (smoke runs)")
+    parser.add_argument("--n-eval", type=int, default=None, help="evaluate on the first N held-out pairs only (smoke runs)")
+    parser.add_argument("--max-tokens", type=int, default=384, help="judge inputs are fitted to this many tokens")
+    parser.add_argument("--epochs", type=float, default=1.0, help="passes over the training pairs (reward heads)")
+    parser.add_argument("--reward-lr", type=float, default=3e-5, help="reward-head learning rate (backbone and head)")
+    parser.add_argument("--reward-batch-size", type=int, default=8, help="pairs per reward-head step")
+    parser.add_argument("--reward-lora-r", type=int, default=0, help="LoRA rank for the reward heads (0 = full fine-tune)")
+    parser.add_argument("--grm-alpha", type=float, default=0.01, help="GRM regulariser weight α")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", default=None, help="keep the trained judges in this directory")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("httpx", "datasets", "transformers"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not DATA.is_file():
+        print(f"SKIP: {DATA} not found; this benchmark needs ../shared/data next to the project")
+        return
+
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+
+    train, held_out, median = load_data(args.n_train, args.limit_train, args.n_eval)
+    sources = {s: sum(p.source == s for p in train) for s in ("short", "long")}
+    data_line = (f"{len(train)} training pairs ({sources['short']} short / {sources['long']} long, split at "
+                 f"{median:.0f} context characters), {len(held_out)} held-out pairs")
+    print(f"data: {data_line}")
+    rows: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="judges-") as scratch:
+        root = Path(args.output) if args.output else Path(scratch)
+        for kind in KINDS:
+            out = root / kind
+            trainer = train_generative if kind == "generative" else lambda t, o, a, k=kind: train_reward(k, t, o, a)
+            result, note = trainer(train, out, args)
+            rows[kind] = {**evaluate(out, held_out, args.max_tokens), "steps": result.steps,
+                          "train_seconds": result.seconds, "note": note}
+            r = rows[kind]
+            print(f"{LABELS[kind]}: accuracy {r['accuracy']:.3f}, ECE {r['ece']:.3f}, {result.steps} steps in "
+                  f"{result.seconds:.0f} s ({result.seconds / max(result.steps, 1):.1f} s/step); {note}")
+
+    lines = table(rows)
+    print("\n".join(lines))
+    smoke = args.limit_train is not None or args.n_eval is not None
+    if smoke:
+        print(f"smoke run (--limit-train/--n-eval): {RESULTS.name} left unchanged")
+    else:
+        command = "python bench/judges.py " + " ".join(sys.argv[1:])
+        write_results(["## Judge kinds (bench/judges.py)", "", f"`{command.strip()}` (seed {args.seed}), model "
+                       f"`{args.model}`, dimension `{DIMENSION}`; {data_line}. Reward heads: lr {args.reward_lr:g}, "
+                       f"{args.epochs:g} epoch(s), {args.reward_batch_size} pairs per step, "
+                       f"{f'LoRA r={args.reward_lora_r}' if args.reward_lora_r else 'full fine-tune'}, linear head; "
+                       f"GRM α={args.grm_alpha:g}. ECE is that of P(chosen better) over both orders (10 bins).",
+                       "", *lines])
+    result = " ".join(f"{name}_acc={rows[k]['accuracy']:.3f}" for k, name in zip(KINDS, KINDS))
+    print(f"RESULT {result} " + " ".join(f"{k}_ece={rows[k]['ece']:.3f}" for k in KINDS))
+
+
+if __name__ == "__main__":
+    main()
