@@ -5,6 +5,9 @@
 - `prompts`: every prompt format (absolute, pairwise, Chain-of-Hindsight, controllable generation,
   chain-of-thought judging), few-shot demonstrations and truncation to a token budget.
 - `judge`: batched judge scoring (absolute score, pairwise verdicts in both orders, CoT majority vote).
+- `reward_head`, `reward_judge`: the reward-head judge kind (a scalar head on the backbone's last
+  token) and its scoring through the same interface; `judge_kind`: `load_judge`, which loads
+  whichever kind a judge directory's `judge.json` names.
 - `generation`: the generation backends (transformers; vLLM when installed with a GPU).
 - `training`: training recipes on TRL.
 
