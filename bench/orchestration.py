@@ -72,6 +72,7 @@ def main() -> None:
             print(f"{preset:>6}: full run {r['full_s']:7.1f}s  stage work {r['work_s']:7.1f}s  "
                   f"overhead {r['overhead_s']:6.1f}s ({100 * r['overhead_share']:.1f}%)  "
                   f"resume {r['resume_s']:6.1f}s ({100 * r['resume_share']:.1f}% of the full run)")
+    print(f"load average at the end: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     last = results[args.presets.split(",")[-1]]
     print(f"RESULT overhead_share={last['overhead_share']:.4f} resume_share={last['resume_share']:.4f}")
 

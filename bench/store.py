@@ -105,6 +105,7 @@ def main() -> None:
               f"(mean {r['bookkeeping_mean_ms']:.2f})")
     print(f"growth {args.small}→{args.large} divided by {factor:g}: lineage {lineage_scaling:.2f}, "
           f"bookkeeping {bookkeeping_scaling:.2f} (≤ 1 = linear or better)")
+    print(f"load average at the end: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     scaling = max(lineage_scaling, bookkeeping_scaling)
     print(f"RESULT lineage_ms={small['lineage_ms']:.1f} bookkeeping_ms={small['bookkeeping_ms']:.2f} "
           f"scaling_ratio={scaling:.2f}")
