@@ -130,10 +130,11 @@ class DimensionCheck:
 def collect(records: Iterable[tuple[int | None, Any]], convert: Callable[[Any], T], *,
             where: str, on_invalid: OnInvalid = "error", max_errors: int = DEFAULT_MAX_ERRORS,
             limit: int | None = None, extra_dimensions: Mapping[str, str] | None = None,
-            skip: int = 0) -> LoadResult:
+            skip: int = 0, allow_empty: bool = False) -> LoadResult:
     """Convert and check `(line, raw record)` pairs (a raw record may be a `DataError` from the
     reader). Returns the valid items, or raises the problems found (up to `max_errors`). The first
-    `skip` valid items are checked but not returned (e.g. a held-out tail of a file)."""
+    `skip` valid items are checked but not returned (e.g. a held-out tail of a file). An empty
+    result is an error unless `allow_empty`."""
     if on_invalid not in ("error", "skip"):
         raise ValueError(f"on_invalid must be 'error' or 'skip', got {on_invalid!r}")
     dims = DimensionCheck(extra_dimensions)
@@ -163,7 +164,7 @@ def collect(records: Iterable[tuple[int | None, Any]], convert: Callable[[Any], 
     if errors:
         raise errors[0] if len(errors) == 1 else DataValidationError(
             errors, truncated=len(errors) >= max_errors)
-    if not items:
+    if not items and not allow_empty:
         why = f" ({len(skipped)} invalid record(s) skipped, first: {skipped[0]})" if skipped else ""
         raise DataError(f"no items: the data set is empty{why}; give a file with at least one "
                         "valid record", path=where)
@@ -238,7 +239,10 @@ def validate_bestofn(path: str | os.PathLike[str], **kwargs: Any) -> list[BestOf
 def read_jsonl(path: str | os.PathLike[str], kind: Literal["pairs", "prompts", "bestofn"], *,
                max_line_bytes: int = DEFAULT_MAX_LINE_BYTES, **kwargs: Any) -> list[Any]:
     """Read a JSONL artifact written by `write_jsonl` strictly: every record must be in the
-    normalised form and its stored `id` must match its content (an edited file is refused)."""
+    normalised form and its stored `id` must match its content (an edited file is refused).
+
+    An artifact may hold no items (e.g. the filter kept no pair this iteration): user data is
+    refused when empty at ingest, a stage's own output is not."""
     from_json = _ARTIFACT_CLASSES[kind].from_json
     return collect(iter_records(path, max_line_bytes=max_line_bytes), from_json, where=str(path),
-                   **kwargs).items
+                   allow_empty=True, **kwargs).items

@@ -445,6 +445,29 @@ def test_policy_round_writes_a_loadable_policy_trained_on_the_filtered_pairs(cha
     assert metric_value(rows, "train_examples", method="dpo") == len(pairs)
 
 
+def test_an_iteration_whose_filter_keeps_no_pair_carries_the_policy_over_and_feeds_the_next_judge(chain):
+    """A judge that confirms no pair (here: a margin no score can reach) is a normal outcome, not a
+    failure: the empty pair set is stored, the policy is carried over unchanged, and the next
+    iteration's judge trains on the seed pairs plus the (empty) self-generated ones."""
+    iteration = chain.new_iteration()
+    strict = TINY.score_filter.model_copy(update={"min_margin": 10.0})  # absolute scores lie in [-2, 1]
+    filtered = chain.run("score_filter", strict, chain.inputs["score_filter"], iteration).outputs
+    assert read_jsonl(chain.path(filtered["pairs"]) / DATA_FILE, "pairs") == []
+
+    judge = chain.outcomes["train_judge"].outputs["judge"]
+    policy_out = chain.run("policy_round", TINY.policy_round,
+                           {"pairs": filtered["pairs"], "scores": filtered["scores"], "policy": judge}, iteration)
+    policy = chain.path(policy_out.outputs["policy"])
+    assert chain.artifact(policy_out.outputs["policy"]).meta == {"method": "dpo", "examples": 0, "unchanged": True}
+    assert not weights_differ(policy, chain.path(judge))
+
+    seed_pairs = chain.outcomes["ingest_data"].outputs["seed_pairs_0"]
+    next_judge = chain.run("train_judge", TINY.train_judge,
+                           {"seed_pairs_0": seed_pairs, "self_pairs": filtered["pairs"], "init_judge": judge},
+                           chain.new_iteration())
+    assert_loadable(chain.path(next_judge.outputs["judge"]))
+
+
 def test_evaluate_metrics_are_in_range_and_match_the_stored_rows(chain):
     metrics = json.loads(chain.output("evaluate", "metrics").read_text())
     heldout = read_jsonl(chain.output("ingest_data", "heldout_pairs_0") / DATA_FILE, "pairs")
