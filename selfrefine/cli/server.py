@@ -8,6 +8,7 @@ the run can be browsed in the UI; `selfrefine server stop` (or `make server-stop
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import subprocess
@@ -136,6 +137,9 @@ def _demo(args) -> int:
     from selfrefine.cli.run import _print_summary
     from selfrefine.flows.self_refine import self_refine
 
+    # The main job runs for minutes: show its progress (stage, step, examples/s) on the terminal,
+    # as `selfrefine run -v` does. Third-party loggers stay at WARNING.
+    logging.getLogger("selfrefine").setLevel(logging.INFO)
     cfg = build_config(args.preset, None, [])
     started = time.monotonic()
     run_id = self_refine(config=cfg, n_iterations=args.iterations)
