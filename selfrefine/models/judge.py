@@ -319,22 +319,15 @@ class Judge:
         """
         import torch
 
+        from selfrefine.models.batching import left_padded_batches
+
         model = self.model
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         column_ids = torch.tensor(columns, device=model.device)
         keep = answer_len + 1 if answer_len else 1
-        order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
         results: list[Any] = [None] * len(sequences)
         started = last_log = time.perf_counter()
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start:start + self.batch_size]
-            width = max(len(sequences[i]) for i in idx)
-            input_ids = torch.full((len(idx), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(idx), width), dtype=torch.long)
-            for row, i in enumerate(idx):
-                seq = sequences[i]
-                input_ids[row, width - len(seq):] = torch.tensor(seq)
-                mask[row, width - len(seq):] = 1
+        done = 0
+        for idx, input_ids, mask in left_padded_batches(sequences, self.batch_size, self.tokenizer.pad_token_id):
             # Positions count real tokens only, so a left-padded row sees the positions it would alone.
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
             with torch.inference_mode():
@@ -348,7 +341,7 @@ class Judge:
                 picked = logits.index_select(-1, column_ids).cpu()
             for row, i in enumerate(idx):
                 results[i] = (picked[row].tolist(), norm[row].tolist())
-            done = start + len(idx)
+            done += len(idx)
             now = time.perf_counter()
             if now - last_log >= self.log_every_seconds:
                 logger.info("judge scored %d/%d prompts: %.2f prompts/s", done, len(sequences),

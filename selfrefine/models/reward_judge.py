@@ -150,27 +150,21 @@ class RewardHeadJudge:
         """Rewards of token sequences: length-sorted, left-padded batches under inference mode."""
         import torch
 
+        from selfrefine.models.batching import left_padded_batches
+
         model = self.model
         device = next(model.parameters()).device
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
         rewards: list[float] = [0.0] * len(sequences)
         started = last_log = time.perf_counter()
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start:start + self.batch_size]
-            width = max(len(sequences[i]) for i in idx)
-            input_ids = torch.full((len(idx), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(idx), width), dtype=torch.long)
-            for row, i in enumerate(idx):
-                input_ids[row, width - len(sequences[i]):] = torch.tensor(sequences[i])
-                mask[row, width - len(sequences[i]):] = 1
+        done = 0
+        for idx, input_ids, mask in left_padded_batches(sequences, self.batch_size, self.tokenizer.pad_token_id):
             with torch.inference_mode():
                 out = model(input_ids=input_ids.to(device), attention_mask=mask.to(device))
             for row, value in zip(idx, out.logits.float().squeeze(-1).tolist()):
                 rewards[row] = value
+            done += len(idx)
             now = time.perf_counter()
             if now - last_log >= self.log_every_seconds:
-                done = start + len(idx)
                 logger.info("reward head scored %d/%d responses: %.2f responses/s", done, len(sequences),
                             done / (now - started))
                 last_log = now
