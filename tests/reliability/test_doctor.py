@@ -22,22 +22,9 @@ from selfrefine.storage.engine import Store
 from selfrefine.storage.schema import Artifact, Iteration, Run, RunStatus, StageRun, StageStatus, utcnow
 from selfrefine.tasks.runner import STALE_AFTER, run_stage
 from tests.reliability.conftest import REPO, dead_pid
-from tests.storage.conftest import db_url, pg_skip_reason, pg_url  # noqa: F401 - fixtures
+from tests.storage.conftest import db_url, iteration, pg_skip_reason, pg_url, store  # noqa: F401 - fixtures
 from tests.storage.stagefns import CountConfig, upper_dir, write_text
 
-
-@pytest.fixture
-def store(db_url):
-    s = Store(db_url, migrate=True)
-    yield s
-    s.dispose()
-
-
-@pytest.fixture
-def iteration(store):
-    with store.session() as s:
-        run = repo.create_run(s, name="doctor", n_iterations=1, config={}, config_digest="d")
-        return repo.get_or_create_iteration(s, run.id, 1)
 
 
 @pytest.fixture

@@ -12,22 +12,9 @@ from selfrefine.storage.doctor import run_checks
 from selfrefine.storage.engine import Store
 from selfrefine.storage.schema import Artifact, ArtifactEdge, EdgeKind, StageRun, StageStatus
 from selfrefine.tasks.runner import run_stage
-from tests.storage.conftest import db_url, pg_skip_reason, pg_url  # noqa: F401 - fixtures
+from tests.storage.conftest import db_url, iteration, pg_skip_reason, pg_url, store  # noqa: F401 - fixtures
 from tests.storage.stagefns import CountConfig, write_text
 
-
-@pytest.fixture
-def store(db_url):
-    s = Store(db_url, migrate=True)
-    yield s
-    s.dispose()
-
-
-@pytest.fixture
-def iteration(store):
-    with store.session() as s:
-        run = repo.create_run(s, name="rerun", n_iterations=1, config={}, config_digest="d")
-        return repo.get_or_create_iteration(s, run.id, 1)
 
 
 def text_of(store: Store, outcome) -> str:

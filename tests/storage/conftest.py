@@ -53,3 +53,23 @@ def db_url(request, selfrefine_home, monkeypatch):
         url = request.getfixturevalue("pg_url")
     monkeypatch.setenv("SELFREFINE_DB_URL", url)
     return url
+
+
+@pytest.fixture
+def store(db_url):
+    """A migrated store on this test's backend."""
+    from selfrefine.storage.engine import Store
+
+    s = Store(db_url, migrate=True)
+    yield s
+    s.dispose()
+
+
+@pytest.fixture
+def iteration(store):
+    """Iteration 1 of a fresh run in `store`."""
+    from selfrefine.storage import repository as repo
+
+    with store.session() as s:
+        run = repo.create_run(s, name="test", n_iterations=2, config={}, config_digest="d")
+        return repo.get_or_create_iteration(s, run.id, 1)

@@ -22,19 +22,6 @@ from tests.storage.stagefns import CountConfig, upper_dir, write_text
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def store(db_url):
-    s = Store(db_url, migrate=True)
-    yield s
-    s.dispose()
-
-
-@pytest.fixture
-def iteration(store):
-    with store.session() as s:
-        run = repo.create_run(s, name="t", n_iterations=2, config={}, config_digest="d")
-        return repo.get_or_create_iteration(s, run.id, 1)
-
 
 @pytest.fixture(autouse=True)
 def _reset_calls():
