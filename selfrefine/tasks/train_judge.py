@@ -60,6 +60,10 @@ class TrainJudgeConfig(BaseModel):
             "prompt for both responses, the pairwise A/B prompt in both orders."))
     max_seed_pairs: int | None = Field(None, ge=1, description="Use at most this many human pairs (seeded sample).")
     max_self_pairs: int | None = Field(None, ge=1, description="Use at most this many self-generated pairs.")
+    replay_seed_pairs: int | None = Field(None, ge=1, description=(
+        "When the judge continues from the previous iteration's judge, train on at most this many "
+        "human pairs (a fresh seeded sample each iteration) beside the self pairs: enough replay to "
+        "keep what the judge learnt from them without another full pass. None = all of them."))
     max_prompt_tokens: int = Field(768, ge=32, description=(
         "Evaluation prompts longer than this lose their oldest context turns (never the responses)."))
     recipe: SFTRecipeConfig = Field(default_factory=SFTRecipeConfig, description="The SFT recipe (TRL SFTTrainer).")
@@ -120,6 +124,13 @@ def build_judge_examples(pairs: Sequence[PreferencePair], kinds: Sequence[Exampl
     return examples, turns_cut
 
 
+def seed_pair_limit(cfg: TrainJudgeConfig, *, continuing: bool) -> int | None:
+    """How many human pairs this training sees: `max_seed_pairs`, and `replay_seed_pairs` when it
+    continues from the previous judge (the smaller of the two when both are set)."""
+    limits = [n for n in (cfg.max_seed_pairs, cfg.replay_seed_pairs if continuing else None) if n is not None]
+    return min(limits) if limits else None
+
+
 def pin(config: TrainJudgeConfig) -> TrainJudgeConfig:
     return config.model_copy(update={"base_model_fingerprint": model_fingerprint(config.base_model)})
 
@@ -147,8 +158,10 @@ def run(ctx: StageContext) -> StageReturn:
     cfg: TrainJudgeConfig = ctx.config
     seed = ctx.seed or 0
     init = ctx.inputs.get("init_judge")
-    start = str(init.path) if (init is not None and cfg.continue_from_previous) else cfg.base_model
-    seed_pairs = sample(read_pairs(inputs_with_prefix(ctx.inputs, "seed_pairs"), cfg.dimension_definitions), cfg.max_seed_pairs, seed)
+    continuing = init is not None and cfg.continue_from_previous
+    start = str(init.path) if continuing else cfg.base_model
+    seed_pairs = sample(read_pairs(inputs_with_prefix(ctx.inputs, "seed_pairs"), cfg.dimension_definitions),
+                        seed_pair_limit(cfg, continuing=continuing), seed)
     self_pairs = sample(read_pairs(inputs_with_prefix(ctx.inputs, "self_pairs"), cfg.dimension_definitions), cfg.max_self_pairs, seed)
     tokenizer = load_tokenizer(start)
     if cfg.judge_kind == "reward_head":
