@@ -71,6 +71,14 @@ class RunConfig(BaseModel):
         return value
 
     @model_validator(mode="after")
+    def _tricks_fit_judge_kind(self) -> RunConfig:
+        if self.train_judge.judge_kind == "reward_head" and self.evaluate.uses_generative_tricks:
+            raise ValueError("evaluate.demonstrations and evaluate.chain_of_thought prompt a generative judge; "
+                             "train_judge.judge_kind is 'reward_head'. Set demonstrations: 0 and "
+                             "chain_of_thought: null, or judge_kind: generative")
+        return self
+
+    @model_validator(mode="after")
     def _share_dimensions(self) -> RunConfig:
         # One place to define a dimension; every stage sees the same definitions.
         if self.dimension_definitions:
@@ -115,7 +123,8 @@ def parse_config(raw: Any, where: str = "<config>") -> RunConfig:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"])
         more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
-        raise ConfigError(f"{where}: field '{field}': {first['msg']}{more}") from None
+        at = f"field '{field}'" if field else "fields together"  # a cross-field rule names no one field
+        raise ConfigError(f"{where}: {at}: {first['msg']}{more}") from None
 
 
 def load_preset(name: str) -> RunConfig:

@@ -149,8 +149,10 @@ def _iteration_stages(cfg: RunConfig, ingest_config, carry: Carry, it: Iteration
     }, it, index, retries).outputs["policy"]
     heldout = {r.replace("heldout_pairs", "heldout"): a for r, a in data.items() if r.startswith("heldout_pairs")}
     bestofn = {r: a for r, a in data.items() if r.startswith("bestofn")}
+    # n-shot evaluation draws its demonstrations from the seed pairs, never from held-out data.
+    demos = {r.replace("seed_pairs", "demo_pairs"): a for r, a in seeds.items()} if cfg.evaluate.demonstrations else {}
     metrics = _run("evaluate", cfg, cfg.evaluate, {
-        **heldout, **bestofn, "judge": judge, "previous_metrics": carry.metrics,
+        **heldout, **bestofn, **demos, "judge": judge, "previous_metrics": carry.metrics,
     }, it, index, retries).outputs["metrics"]
     return Carry(judge=judge, policy=new_policy, self_pairs=filtered["pairs"], rationales=rationales,
                  metrics=metrics)

@@ -3,8 +3,14 @@
 Pairwise accuracy (both orders), absolute accuracy, ECE with reliability bins, position
 consistency — overall, per source and per dimension; the best-of-n win rate on sets whose
 candidates carry reference preferences; and the change against the previous iteration's metrics.
+The seed paper's judging tricks are switches here (generative judges): `demonstrations` (n-shot
+in-context examples drawn from the `demo_pairs_*` inputs, the run's seed pairs), `chain_of_thought`
+(pairwise verdicts by self-consistency over k sampled rationales) and `bestofn_scoring` (best-of-n
+by absolute score or by a pairwise knockout tournament).
+
 Inputs: `heldout_*` (pairs), optional `bestofn_*`, `judge` (or `judge_model` in the config for
-standalone use), optional `previous_metrics`. Output: `metrics` (JSON), also stored as metric rows.
+standalone use), optional `previous_metrics`, `demo_pairs_*` when `demonstrations > 0`. Output:
+`metrics` (JSON), also stored as metric rows.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -37,6 +44,18 @@ HEADLINE = ("pairwise.accuracy", "pairwise.calibration.ece", "pairwise.position_
             "absolute.accuracy", "bestofn.win_rate")
 
 
+class ChainOfThoughtSettings(BaseModel):
+    """Chain-of-thought judging with self-consistency: k rationales, majority vote."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    samples: int = Field(5, ge=2, description=(
+        "Rationales sampled per pair (k), split over both presentation orders; the verdict is the majority."))
+    max_new_tokens: int = Field(128, ge=8, description="Longest rationale, in tokens.")
+    temperature: float = Field(0.7, gt=0, description="Sampling temperature (self-consistency needs diverse samples).")
+    top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling mass.")
+
+
 class EvaluateConfig(BaseModel):
     """What is evaluated and how."""
 
@@ -51,7 +70,20 @@ class EvaluateConfig(BaseModel):
         "Filled in by `pin` when the stage runs: the content of judge_model, so changed weights are "
         "re-evaluated rather than reused."))
     judge: JudgeSettings = Field(default_factory=JudgeSettings, description="How the judge is loaded.")
+    demonstrations: int = Field(0, ge=0, le=8, description=(
+        "Solved in-context demonstrations (n-shot) put before every absolute and pairwise judge prompt, "
+        "drawn from the run's seed pairs; 0 = zero-shot. Generative judges only."))
+    chain_of_thought: ChainOfThoughtSettings | None = Field(None, description=(
+        "Pairwise verdicts by chain of thought with self-consistency (k sampled rationales, majority "
+        "vote) instead of the answer-token probabilities; None = off. Generative judges only."))
+    bestofn_scoring: Literal["absolute", "pairwise"] = Field("absolute", description=(
+        "How best-of-n picks a candidate: 'absolute' = the highest absolute score; 'pairwise' = a "
+        "knockout tournament of pairwise comparisons, each match judged in both orders (n − 1 matches)."))
     dimension_definitions: dict[str, str] = dimension_definitions_field()
+
+    @property
+    def uses_generative_tricks(self) -> bool:
+        return self.demonstrations > 0 or self.chain_of_thought is not None
 
 
 def pin(config: EvaluateConfig) -> EvaluateConfig:
@@ -73,13 +105,17 @@ def headline(nested: dict) -> dict[str, float]:
     return {k: v for k in HEADLINE if isinstance(v := _get(nested, k), (int, float))}
 
 
-def evaluate_judge(judge, pairs, bestofn, n_bins: int = 10) -> dict:
+def evaluate_judge(judge, pairs, bestofn, n_bins: int = 10, *,
+                   chain_of_thought: ChainOfThoughtSettings | None = None, seed: int = 0,
+                   bestofn_scoring: Literal["absolute", "pairwise"] = "absolute") -> dict:
     """All metrics of `judge` on labelled pairs and best-of-n items (either may be empty)."""
     from selfrefine.models.judge import AbsoluteItem, PairItem
 
     result: dict = {}
     if pairs:
-        verdicts = judge.compare([PairItem(p.context, p.chosen, p.rejected, p.dimension) for p in pairs])
+        items = [PairItem(p.context, p.chosen, p.rejected, p.dimension) for p in pairs]
+        verdicts = judge.compare(items) if chain_of_thought is None else _cot_verdicts(
+            judge, items, chain_of_thought, seed)
         scored = judge.score_absolute([AbsoluteItem(p.context, r, p.dimension)
                                        for p in pairs for r in (p.chosen, p.rejected)])
         chosen, rejected = scored[0::2], scored[1::2]
@@ -91,11 +127,44 @@ def evaluate_judge(judge, pairs, bestofn, n_bins: int = 10) -> dict:
                 "pairwise": pairwise_metrics([v for v, _, _ in g], n_bins=n_bins),
                 "absolute": absolute_metrics([c for _, c, _ in g], [r for _, _, r in g], n_bins=n_bins)})
     if bestofn:
-        flat = [AbsoluteItem(item.context, c.output, item.dimension) for item in bestofn for c in item.candidates]
-        scores = iter(s.score for s in judge.score_absolute(flat))
-        per_item = [[next(scores) for _ in item.candidates] for item in bestofn]
+        if bestofn_scoring == "pairwise":
+            from selfrefine.models.judge_modes import tournament_picks
+
+            # The tournament's winner gets the top score, so best_of_n_metrics picks it.
+            per_item = [[float(i == pick) for i in range(len(item.candidates))]
+                        for item, pick in zip(bestofn, tournament_picks(judge, bestofn))]
+        else:
+            flat = [AbsoluteItem(item.context, c.output, item.dimension) for item in bestofn for c in item.candidates]
+            scores = iter(s.score for s in judge.score_absolute(flat))
+            per_item = [[next(scores) for _ in item.candidates] for item in bestofn]
         result["bestofn"] = best_of_n_metrics(bestofn, per_item)
     return result
+
+
+def _cot_verdicts(judge, items, settings: ChainOfThoughtSettings, seed: int):
+    from selfrefine.models.generation.base import SamplingParams
+    from selfrefine.models.judge_modes import cot_verdicts
+
+    params = SamplingParams(temperature=settings.temperature, top_p=settings.top_p,
+                            max_new_tokens=settings.max_new_tokens, seed=seed)
+    return cot_verdicts(judge, items, settings.samples, params)
+
+
+def with_demonstrations(judge, cfg: EvaluateConfig, demo_pairs, seed: int):
+    """`judge` with `cfg.demonstrations` solved examples from `demo_pairs` before each prompt."""
+    from selfrefine.models.judge_modes import demonstrations_from_pairs
+
+    if cfg.uses_generative_tricks and judge.kind != "generative":
+        raise ConfigError(f"evaluate: demonstrations and chain_of_thought need a generative judge; this one is a "
+                          f"{judge.kind} judge. Set evaluate.demonstrations: 0 and evaluate.chain_of_thought: null")
+    if cfg.demonstrations == 0:
+        return judge
+    if not demo_pairs:
+        raise ConfigError(f"evaluate.demonstrations={cfg.demonstrations} needs labelled pairs to draw them from "
+                          "(the run's seed pairs, inputs demo_pairs_*); none were given")
+    judge.absolute_demonstrations, judge.pairwise_demonstrations = (
+        tuple(d) for d in demonstrations_from_pairs(demo_pairs, cfg.demonstrations, seed, cfg.dimension_definitions))
+    return judge
 
 
 def run(ctx: StageContext) -> StageReturn:
@@ -110,9 +179,11 @@ def run(ctx: StageContext) -> StageReturn:
     judge_path = str(judge_art.path) if judge_art is not None else cfg.judge_model
     if judge_path is None:
         raise ConfigError("evaluate needs a `judge` input artifact or judge_model in its config")
-    judge = cfg.judge.load(judge_path, cfg.dimension_definitions)
+    demo_pairs = read_items(inputs_with_prefix(ctx.inputs, "demo_pairs"), "pairs", dims)
+    judge = with_demonstrations(cfg.judge.load(judge_path, cfg.dimension_definitions), cfg, demo_pairs, seed)
     start = time.perf_counter()
-    result = evaluate_judge(judge, pairs, bestofn, cfg.n_bins)
+    result = evaluate_judge(judge, pairs, bestofn, cfg.n_bins, chain_of_thought=cfg.chain_of_thought, seed=seed,
+                            bestofn_scoring=cfg.bestofn_scoring)
     # Wall time goes to the store's metrics, not into the artifact: the same evaluation must
     # give the same bytes (and digest) on every rerun.
     seconds = time.perf_counter() - start

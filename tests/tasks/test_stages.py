@@ -731,3 +731,50 @@ def test_evaluating_a_changed_judge_directory_recomputes(store, artifacts, tmp_p
                      store=store, artifacts=artifacts)
     assert first.status == "ran"
     assert second.status == "ran"
+
+
+# -- the judging tricks and seed-pair replay -----------------------------------------------------
+
+
+def test_evaluate_with_demonstrations_self_consistency_and_a_pairwise_tournament(chain):
+    from selfrefine.tasks.evaluate import ChainOfThoughtSettings
+
+    plain = json.loads(chain.output("evaluate", "metrics").read_text())
+    config = chain.configs["evaluate"].model_copy(update={
+        "demonstrations": 2, "bestofn_scoring": "pairwise",
+        "chain_of_thought": ChainOfThoughtSettings(samples=2, max_new_tokens=8)})
+    inputs = {**chain.inputs["evaluate"], "demo_pairs_0": chain.inputs["train_judge"]["seed_pairs_0"]}
+    outcome = chain.run("evaluate", config, inputs, chain.new_iteration())
+    assert outcome.status == "ran"  # a different config: computed, not reused
+    metrics = json.loads(chain.path(outcome.outputs["metrics"]).read_text())
+    pw, bon = metrics["pairwise"], metrics["bestofn"]
+    assert pw["n"] == plain["pairwise"]["n"] and fraction(pw["accuracy"]) and fraction(pw["calibration"]["ece"])
+    # Vote shares of 2 samples, one per order: every per-order probability is 0, 0.5 or 1.
+    assert fraction(pw["accuracy_forward"]) and fraction(pw["position_consistency"])
+    bestofn = read_jsonl(chain.output("ingest_data", "bestofn_0") / DATA_FILE, "bestofn")
+    worst, _, best = bestofn_bounds(bestofn)
+    assert bon["n_items"] == plain["bestofn"]["n_items"] and worst - 1e-9 <= bon["win_rate"] <= best + 1e-9
+    assert bon["tied_pick_rate"] == 0.0  # a tournament has exactly one winner per item
+    # The demonstrations reach the absolute prompts too: the absolute scores move.
+    assert metrics["absolute"]["mean_p_yes_chosen"] != pytest.approx(plain["absolute"]["mean_p_yes_chosen"], abs=1e-9)
+
+
+def test_demonstrations_without_pairs_to_draw_from_fail_clearly(chain):
+    from selfrefine.errors import ConfigError
+
+    config = chain.configs["evaluate"].model_copy(update={"demonstrations": 2})
+    with pytest.raises(ConfigError, match="demonstrations=2 needs labelled pairs"):
+        chain.run("evaluate", config, chain.inputs["evaluate"], chain.new_iteration())
+
+
+def test_a_continued_judge_replays_a_sample_of_the_seed_pairs(chain):
+    config = chain.configs["train_judge"].model_copy(update={"replay_seed_pairs": 3})
+    first = chain.run("train_judge", config, chain.inputs["train_judge"], chain.new_iteration())
+    # No previous judge: every seed pair trains, whatever the replay limit.
+    seed_items = len(read_jsonl(chain.output("ingest_data", "seed_pairs_0") / DATA_FILE, "pairs"))
+    assert chain.artifact(first.outputs["judge"]).meta["seed_pairs"] == seed_items > 3
+    continued = chain.run("train_judge", config, {**chain.inputs["train_judge"],
+                                                  "init_judge": chain.outcomes["train_judge"].outputs["judge"]},
+                          chain.new_iteration())
+    meta = chain.artifact(continued.outputs["judge"]).meta
+    assert meta["seed_pairs"] == 3 and meta["started_from"] == "init_judge"
