@@ -1,0 +1,41 @@
+"""The shipped presets: each validates as a RunConfig, and each says what it is for."""
+
+from __future__ import annotations
+
+import pytest
+
+from selfrefine.errors import ConfigError
+from selfrefine.flows.config import GPU_STAGES, load_preset, parse_config, preset_names
+
+
+def test_the_documented_presets_are_shipped():
+    assert {"tiny", "cpu", "gpu", "quality"} <= set(preset_names())
+
+
+@pytest.mark.parametrize("name", preset_names())
+def test_every_preset_validates_and_runs_on_the_shipped_demo_data(name):
+    cfg = load_preset(name)
+    assert cfg.name
+    sources = [s for field in ("seed_pairs", "prompts", "heldout_pairs", "bestofn") for s in getattr(cfg.data, field)]
+    assert sources and all(s.kind == "demo" for s in sources)  # runnable anywhere, without the hub
+
+
+def test_the_gpu_preset_sends_the_model_stages_to_the_gpu_pool():
+    cfg = load_preset("gpu")
+    assert {stage: cfg.placement_of(stage) for stage in GPU_STAGES} == {stage: "gpu" for stage in GPU_STAGES}
+    assert cfg.generate.backend.backend == "vllm" and cfg.train_judge.recipe.deepspeed is not None
+
+
+def test_the_quality_preset_trains_a_reward_head_with_grm_and_replays_seed_pairs():
+    cfg = load_preset("quality")
+    assert cfg.train_judge.judge_kind == "reward_head"
+    assert cfg.train_judge.reward_recipe.grm is not None and cfg.train_judge.replay_seed_pairs
+
+
+def test_generative_judge_tricks_with_a_reward_head_are_refused_before_anything_runs():
+    raw = load_preset("quality").model_dump(mode="json")
+    raw["evaluate"]["demonstrations"] = 2
+    with pytest.raises(ConfigError, match="fields together: .*generative judge"):
+        parse_config(raw)
+    raw["train_judge"]["judge_kind"] = "generative"
+    assert parse_config(raw).evaluate.demonstrations == 2
