@@ -300,3 +300,30 @@ def test_more_needs_two_sources_and_pairs_need_text(tmp_path, rows):
     empty = Dataset.from_list([{**rows[0], "chosen": " "}])
     with pytest.raises(DataError, match="chosen"):
         train_reward_head("tiny", empty, tmp_path / "b")
+
+
+def test_training_only_the_last_blocks_leaves_the_rest_of_the_backbone_as_it_was(tiny_dir, tmp_path, rows):
+    config = RewardRecipeConfig(max_steps=2, per_device_batch_size=2, max_length=256, learning_rate=1e-2,
+                                train_last_layers=1, group_by_length=True)
+    out = tmp_path / "judge"
+    result = train_reward_head("tiny", Dataset.from_list(rows[:4]), out, config)
+    assert result.steps == 2
+    base, saved = load_file(str(Path(tiny_dir) / "model.safetensors")), load_file(str(out / "model.safetensors"))
+    changed = {k for k in base if not torch.equal(base[k], saved[k])}
+    assert changed and all(k.startswith(("model.layers.1.", "model.norm.")) for k in changed), sorted(changed)
+    assert not any(k.startswith(("model.layers.0.", "model.embed_tokens.")) for k in changed)
+    spec = HeadSpec(config.head, hidden_size=64, mlp_size=config.head_size)
+    initial = spec.build(torch.Generator().manual_seed(config.seed)).state_dict()
+    assert any(not torch.equal(initial[k], v) for k, v in load_file(str(out / HEAD_FILE)).items())
+
+
+def test_layer_freezing_and_length_grouping_refuse_settings_that_cannot_work(tiny_dir, tmp_path, rows):
+    with pytest.raises(ValidationError, match="group_by_length"):
+        RewardRecipeConfig(group_by_length=True, shuffle=False)
+    with pytest.raises(ValidationError, match="train_last_layers"):
+        RewardRecipeConfig(train_last_layers=2, lora=LoraSettings(r=4))
+    with pytest.raises(ValidationError, match="MORE lays out"):
+        RewardRecipeConfig(group_by_length=True, more=MORESettings())
+    with pytest.raises(ConfigError, match="train_last_layers=5, but the model has 2 transformer blocks"):
+        train_reward_head("tiny", Dataset.from_list(rows[:2]), tmp_path / "j",
+                          RewardRecipeConfig(max_steps=1, per_device_batch_size=2, max_length=256, train_last_layers=5))

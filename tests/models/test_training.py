@@ -305,3 +305,17 @@ def test_lora_sft_on_packaged_model_learns_the_answer_token(tmp_path):
     train_sft("packaged", examples, tmp_path / "judge",
               SFTRecipeConfig(max_steps=4, learning_rate=1e-3, per_device_batch_size=2, lora=LoraSettings(r=8)))
     assert p_no(str(tmp_path / "judge")) > before + 0.1
+
+
+def test_sft_in_length_groups_and_dpo_on_the_last_block_only(tmp_path, sft_examples, dpo_pairs):
+    for name, train, data, config in (
+            ("sft", train_sft, sft_examples, SFTRecipeConfig(max_steps=1, learning_rate=1e-2, per_device_batch_size=2,
+                                                            group_by_length=True, train_last_layers=1)),
+            ("dpo", train_dpo, dpo_pairs, DPORecipeConfig(max_steps=1, learning_rate=1e-2, per_device_batch_size=2,
+                                                          train_last_layers=1))):
+        result = train("tiny", data, tmp_path / name, config)
+        assert result.steps == 1
+        moved = changed(base_weights(), plain_weights(tmp_path / name))
+        assert moved and all(k.startswith(("model.layers.1.", "model.norm.")) for k in moved), (name, moved)
+    with pytest.raises(ValueError, match="not available for DPO"):
+        DPORecipeConfig(group_by_length=True)

@@ -227,6 +227,29 @@ def _by_name(model: str | Path) -> str:
     return path.name if path.is_dir() else str(model)
 
 
+def freeze_lower_layers(model, train_last: int) -> int:
+    """Freeze every weight of `model` but the last `train_last` transformer blocks, what follows them
+    (final norm, heads that are not tied to the embeddings) and anything outside the backbone (a
+    reward head). Returns the number of trainable parameters left.
+
+    The blocks are the model's longest `ModuleList` (`model.layers` in Llama-style models); the
+    embeddings, and an LM head tied to them, stay frozen.
+    """
+    import torch.nn as nn
+
+    blocks = max((m for m in model.modules() if isinstance(m, nn.ModuleList)), key=len, default=None)
+    if blocks is None or len(blocks) < train_last:
+        raise ConfigError(f"train_last_layers={train_last}, but the model has "
+                          f"{len(blocks) if blocks is not None else 0} transformer blocks; use at most that many")
+    frozen = {id(p) for block in list(blocks)[:len(blocks) - train_last] for p in block.parameters()}
+    for module in model.modules():
+        if isinstance(module, nn.Embedding):
+            frozen.update(id(p) for p in module.parameters())
+    for p in model.parameters():  # shared (tied) tensors appear once here, under their first name
+        p.requires_grad_(id(p) not in frozen)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
 def run_recipe(recipe: str, trainer_class, base_model: str, dataset, output_dir: str | Path,
                config: TrainingConfig, *, wrap_model=None) -> TrainResult:
     """Train `base_model` on `dataset` with `trainer_class` (a TRL trainer) and save the result in `output_dir`.
@@ -241,6 +264,10 @@ def run_recipe(recipe: str, trainer_class, base_model: str, dataset, output_dir:
     model, tokenizer, model_dir = load_for_training(base_model, runtime)
     if wrap_model is not None:
         model = wrap_model(model, model_dir)
+    if config.train_last_layers is not None:
+        trainable = freeze_lower_layers(model, config.train_last_layers)
+        logger.info("%s: training the last %d blocks only (%.1f M trainable parameters)", recipe,
+                    config.train_last_layers, trainable / 1e6)
     trainer = trainer_class(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                             peft_config=config.lora.to_peft() if config.lora else None,
                             callbacks=[LossRecorder(recipe)])

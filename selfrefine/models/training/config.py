@@ -82,6 +82,13 @@ class TrainingConfig(_Strict):
         True, description="Shuffle the examples every epoch. False keeps the dataset's order, so related examples "
         "can share a batch (e.g. a pairwise prompt in both orders, which cancels the position bias in each "
         "step); shuffle the dataset beforehand then.")
+    group_by_length: bool = Field(
+        False, description="Draw batches of similar length (transformers' LengthGroupedSampler, still shuffled), so "
+        "little compute goes into padding when lengths vary. Needs shuffle.")
+    train_last_layers: int | None = Field(
+        None, ge=1, description="Train only the last N transformer blocks, the final norm and any head; the blocks "
+        "below and the (tied) embeddings stay frozen, so the backward pass stops N blocks down: a large saving on "
+        "CPUs. None = train every weight. Not with lora.")
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
         "linear", description="Learning-rate schedule after warm-up.")
     warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0, description="Fraction of the steps spent warming up the learning rate.")
@@ -105,6 +112,15 @@ class TrainingConfig(_Strict):
         False, description="Also force deterministic torch kernels (needed on GPUs; CPU training is already "
         "deterministic given the seed). Changes process-wide torch settings.")
 
+    @model_validator(mode="after")
+    def _check_layer_and_length_settings(self):
+        if self.group_by_length and not self.shuffle:
+            raise ValueError("group_by_length draws shuffled batches of similar length; it needs shuffle: true")
+        if self.train_last_layers is not None and self.lora is not None:
+            raise ValueError("train_last_layers freezes whole blocks of a full fine-tune; with lora only the "
+                             "adapters train anyway. Set one of them")
+        return self
+
     def _trainer_arguments(self, output_dir: str, runtime: Runtime) -> dict[str, Any]:
         """Arguments common to `trl.SFTConfig` and `trl.DPOConfig`."""
         return dict(
@@ -117,7 +133,8 @@ class TrainingConfig(_Strict):
             max_length=self.max_length,
             seed=self.seed,
             data_seed=self.seed,
-            train_sampling_strategy="random" if self.shuffle else "sequential",
+            train_sampling_strategy=("group_by_length" if self.group_by_length else "random") if self.shuffle
+            else "sequential",
             full_determinism=self.full_determinism,
             lr_scheduler_type=self.lr_scheduler,
             warmup_steps=self.warmup_ratio,  # transformers 5 takes a ratio here when the value is < 1
@@ -175,6 +192,14 @@ class DPORecipeConfig(TrainingConfig):
     @classmethod
     def _one_or_many(cls, value):
         return [value] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _no_length_groups(self):
+        if self.group_by_length:
+            # TRL's DPOTrainer drops every column but its own before batching, the lengths included.
+            raise ValueError("group_by_length is not available for DPO recipes (TRL's DPOTrainer drops the length "
+                             "column); set group_by_length: false")
+        return self
 
     @model_validator(mode="after")
     def _weights_match_losses(self):

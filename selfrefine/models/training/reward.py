@@ -51,7 +51,8 @@ def tokenize_pairs(pairs, tokenizer) -> tuple[Any, list[str]]:
     sources = pairs["source"] if "source" in pairs.column_names else [DEFAULT_SOURCE] * len(pairs)
     names = sorted(set(sources))
     index = {name: i for i, name in enumerate(names)}
-    columns: dict[str, list] = {"chosen_ids": [], "rejected_ids": [], "prompt_len": [], "source_index": []}
+    # `length` (the longer sequence of the pair) lets group_by_length batch pairs of similar size.
+    columns: dict[str, list] = {"chosen_ids": [], "rejected_ids": [], "prompt_len": [], "source_index": [], "length": []}
     for row, source in zip(pairs, sources):
         chosen, prompt_len = encode_reward_input(tokenizer, row["prompt"], row["chosen"])
         rejected, _ = encode_reward_input(tokenizer, row["prompt"], row["rejected"])
@@ -59,6 +60,7 @@ def tokenize_pairs(pairs, tokenizer) -> tuple[Any, list[str]]:
         columns["rejected_ids"].append(rejected)
         columns["prompt_len"].append(prompt_len)
         columns["source_index"].append(index[source])
+        columns["length"].append(max(len(chosen), len(rejected)))
     return Dataset.from_dict(columns), names
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from selfrefine.models.training.config import TrainingConfig, _Strict
 
@@ -60,6 +60,13 @@ class RewardRecipeConfig(TrainingConfig):
         "GRM hidden-state regularisation through the kept LM head; None = plain Bradley–Terry."))
     more: MORESettings | None = Field(None, description=(
         "MORE source reweighting (needs pairs from two or more sources to have an effect); None = off."))
+
+    @model_validator(mode="after")
+    def _more_lays_out_its_own_batches(self):
+        if self.more is not None and self.group_by_length:
+            raise ValueError("MORE lays out every batch by source; group_by_length cannot also order them. "
+                             "Set group_by_length: false or more: null")
+        return self
 
     def to_trl(self, output_dir: str, runtime: Runtime) -> trl.RewardConfig:
         """The `trl.RewardConfig` for this recipe on the resolved `runtime`."""
