@@ -26,10 +26,11 @@ def test_the_gpu_preset_sends_the_model_stages_to_the_gpu_pool():
     assert cfg.generate.backend.backend == "vllm" and cfg.train_judge.recipe.deepspeed is not None
 
 
-def test_the_quality_preset_trains_a_reward_head_with_grm_and_replays_seed_pairs():
+def test_the_quality_preset_trains_a_reward_head_cheaply_and_replays_seed_pairs():
     cfg = load_preset("quality")
     assert cfg.train_judge.judge_kind == "reward_head"
-    assert cfg.train_judge.reward_recipe.grm is not None and cfg.train_judge.replay_seed_pairs
+    recipe = cfg.train_judge.reward_recipe
+    assert recipe.train_last_layers and recipe.group_by_length and cfg.train_judge.replay_seed_pairs
 
 
 def test_generative_judge_tricks_with_a_reward_head_are_refused_before_anything_runs():
