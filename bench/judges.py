@@ -18,6 +18,10 @@ The results table is written into bench/RESULTS.md (this script's section only) 
 runs with --limit-train or --n-eval are smoke runs and leave the file alone.
 
     python bench/judges.py [--epochs 1] [--reward-lr 3e-5] [--limit-train 16 --n-eval 8]
+    python bench/judges.py --kinds reward_head,grm      # a subset; the other kinds' rows are kept
+
+A subset run replaces only its own kinds' rows in the table, so the four kinds (about 2.5 hours on
+two cores in all) can be measured in parts; each row names the settings it was measured with.
 
 Last line: RESULT generative_acc=… reward_head_acc=… grm_acc=… more_acc=… generative_ece=… reward_head_ece=… grm_ece=… more_ece=…
 """
@@ -85,14 +89,16 @@ def train_reward(kind: str, train, out: Path, args):
     from selfrefine.models.training.reward_config import GRMSettings, MORESettings, RewardRecipeConfig
 
     rows, turns_cut = reward_rows(train, load_tokenizer(args.model), args.max_tokens)
-    config = RewardRecipeConfig(
+    config = RewardRecipeConfig(train_last_layers=args.train_last_layers, group_by_length=kind != "more",
         learning_rate=args.reward_lr, num_epochs=args.epochs, per_device_batch_size=args.reward_batch_size,
         max_length=args.max_tokens + 8, seed=args.seed, lr_scheduler="cosine", warmup_ratio=0.05,
         lora=LoraSettings(r=args.reward_lora_r, alpha=2 * args.reward_lora_r, dropout=0.0) if args.reward_lora_r else None,
         grm=GRMSettings(regularizer="sft", alpha=args.grm_alpha) if kind == "grm" else None,
         more=MORESettings() if kind == "more" else None)
     result = train_reward_head(args.model, Dataset.from_list(rows), out, config)
-    note = f"{len(rows)} pairs, {turns_cut} context turns cut"
+    layers = f"last {args.train_last_layers} blocks" if args.train_last_layers else "full fine-tune"
+    note = (f"lr {args.reward_lr:g}, {args.epochs:g} epoch(s), {args.reward_batch_size} pairs/step, {layers}; "
+            f"{len(rows)} pairs, {turns_cut} context turns cut")
     if kind == "more":
         lambdas = json.loads((out / "training_log.json").read_text())["more_lambdas"]
         means = {name: statistics.mean(e["lambdas"][name] for e in lambdas) for name in lambdas[0]["lambdas"]}
@@ -112,13 +118,28 @@ def evaluate(path: Path, held_out, max_tokens: int) -> dict:
             "consistency": metrics["position_consistency"], "eval_seconds": time.perf_counter() - start}
 
 
-def table(rows: dict[str, dict]) -> list[str]:
+def table(rows: dict[str, dict], kept: dict[str, str] | None = None) -> list[str]:
     lines = ["| judge | held-out accuracy | ECE | order consistency | train steps | train s | notes |",
              "|---|---|---|---|---|---|---|"]
-    for kind, r in rows.items():
+    for kind in KINDS:
+        if kind not in rows:
+            if kind in (kept or {}):
+                lines.append(kept[kind])
+            continue
+        r = rows[kind]
         lines.append(f"| {LABELS[kind]} | {r['accuracy']:.3f} | {r['ece']:.3f} | {r['consistency']:.2f} | {r['steps']} "
                      f"| {r['train_seconds']:.0f} | {r['note']} |")
     return lines
+
+
+def kept_rows(measured: set[str]) -> dict[str, str]:
+    """Table rows of bench/RESULTS.md for the kinds not measured in this run, by kind."""
+    text = RESULTS.read_text() if RESULTS.exists() else ""
+    if BEGIN not in text or END not in text:
+        return {}
+    section = text.split(BEGIN, 1)[1].split(END, 1)[0]
+    return {kind: line for kind in KINDS if kind not in measured
+            for line in section.splitlines() if line.startswith(f"| {LABELS[kind]} |")}
 
 
 def write_results(section: list[str]) -> None:
@@ -145,6 +166,9 @@ def main() -> None:
     parser.add_argument("--reward-batch-size", type=int, default=8, help="pairs per reward-head step")
     parser.add_argument("--reward-lora-r", type=int, default=0, help="LoRA rank for the reward heads (0 = full fine-tune)")
     parser.add_argument("--grm-alpha", type=float, default=0.01, help="GRM regulariser weight α")
+    parser.add_argument("--train-last-layers", type=int, default=None,
+                        help="reward heads train only the last N blocks (default: full fine-tune)")
+    parser.add_argument("--kinds", default=",".join(KINDS), help=f"comma-separated subset of {','.join(KINDS)}")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default=None, help="keep the trained judges in this directory")
     args = parser.parse_args()
@@ -169,7 +193,11 @@ def main() -> None:
     rows: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="judges-") as scratch:
         root = Path(args.output) if args.output else Path(scratch)
-        for kind in KINDS:
+        kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+        unknown = sorted(set(kinds) - set(KINDS))
+        if unknown:
+            parser.error(f"--kinds: unknown {unknown}; kinds are {', '.join(KINDS)}")
+        for kind in kinds:
             out = root / kind
             trainer = train_generative if kind == "generative" else lambda t, o, a, k=kind: train_reward(k, t, o, a)
             result, note = trainer(train, out, args)
@@ -179,21 +207,21 @@ def main() -> None:
             print(f"{LABELS[kind]}: accuracy {r['accuracy']:.3f}, ECE {r['ece']:.3f}, {result.steps} steps in "
                   f"{result.seconds:.0f} s ({result.seconds / max(result.steps, 1):.1f} s/step); {note}")
 
-    lines = table(rows)
-    print("\n".join(lines))
+    print("\n".join(table(rows)))
+    lines = table(rows, kept_rows(set(rows)))
     smoke = args.limit_train is not None or args.n_eval is not None
     if smoke:
         print(f"smoke run (--limit-train/--n-eval): {RESULTS.name} left unchanged")
     else:
         command = "python bench/judges.py " + " ".join(sys.argv[1:])
-        write_results(["## Judge kinds (bench/judges.py)", "", f"`{command.strip()}` (seed {args.seed}), model "
-                       f"`{args.model}`, dimension `{DIMENSION}`; {data_line}. Reward heads: lr {args.reward_lr:g}, "
-                       f"{args.epochs:g} epoch(s), {args.reward_batch_size} pairs per step, "
-                       f"{f'LoRA r={args.reward_lora_r}' if args.reward_lora_r else 'full fine-tune'}, linear head; "
-                       f"GRM α={args.grm_alpha:g}. ECE is that of P(chosen better) over both orders (10 bins).",
+        write_results(["## Judge kinds (bench/judges.py)", "", f"Last run: `{command.strip()}` (seed {args.seed}), "
+                       f"model `{args.model}`, dimension `{DIMENSION}`; {data_line}. Reward heads: linear head, "
+                       f"{f'LoRA r={args.reward_lora_r}' if args.reward_lora_r else 'no LoRA'}; GRM α={args.grm_alpha:g}. "
+                       "Rows from earlier --kinds runs are kept; each row's notes give its training settings. "
+                       "ECE is that of P(chosen better) over both orders (10 bins).",
                        "", *lines])
-    result = " ".join(f"{name}_acc={rows[k]['accuracy']:.3f}" for k, name in zip(KINDS, KINDS))
-    print(f"RESULT {result} " + " ".join(f"{k}_ece={rows[k]['ece']:.3f}" for k in KINDS))
+    result = " ".join(f"{k}_acc={rows[k]['accuracy']:.3f}" for k in rows)
+    print(f"RESULT {result} " + " ".join(f"{k}_ece={rows[k]['ece']:.3f}" for k in rows))
 
 
 if __name__ == "__main__":
