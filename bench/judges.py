@@ -41,9 +41,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/judge_training.py
 
 from judge_training import DATA, DIMENSION, build_examples, recipe_config  # noqa: E402
+from results_file import read_section, write_section  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
-BEGIN, END = "<!-- bench/judges.py: begin -->", "<!-- bench/judges.py: end -->"
+SECTION = "bench/judges.py"  # its section of bench/RESULTS.md
 KINDS = ("generative", "reward_head", "grm", "more")
 LABELS = {"generative": "generative", "reward_head": "reward_head", "grm": "reward_head + GRM (sft)",
           "more": "reward_head + MORE"}
@@ -134,24 +134,9 @@ def table(rows: dict[str, dict], kept: dict[str, str] | None = None) -> list[str
 
 def kept_rows(measured: set[str]) -> dict[str, str]:
     """Table rows of bench/RESULTS.md for the kinds not measured in this run, by kind."""
-    text = RESULTS.read_text() if RESULTS.exists() else ""
-    if BEGIN not in text or END not in text:
-        return {}
-    section = text.split(BEGIN, 1)[1].split(END, 1)[0]
+    section = read_section(SECTION) or ""
     return {kind: line for kind in KINDS if kind not in measured
             for line in section.splitlines() if line.startswith(f"| {LABELS[kind]} |")}
-
-
-def write_results(section: list[str]) -> None:
-    """Replace this script's section of bench/RESULTS.md (other sections stay as they are)."""
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    block = "\n".join([BEGIN, *section, END])
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + block + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    RESULTS.write_text(text)
 
 
 def main() -> None:
@@ -211,10 +196,10 @@ def main() -> None:
     lines = table(rows, kept_rows(set(rows)))
     smoke = args.limit_train is not None or args.n_eval is not None
     if smoke:
-        print(f"smoke run (--limit-train/--n-eval): {RESULTS.name} left unchanged")
+        print("smoke run (--limit-train/--n-eval): bench/RESULTS.md left unchanged")
     else:
         command = "python bench/judges.py " + " ".join(sys.argv[1:])
-        write_results(["## Judge kinds (bench/judges.py)", "", f"Last run: `{command.strip()}` (seed {args.seed}), "
+        write_section(SECTION, ["## Judge kinds (bench/judges.py)", "", f"Last run: `{command.strip()}` (seed {args.seed}), "
                        f"model `{args.model}`, dimension `{DIMENSION}`; {data_line}. Reward heads: linear head, "
                        f"{f'LoRA r={args.reward_lora_r}' if args.reward_lora_r else 'no LoRA'}; GRM α={args.grm_alpha:g}. "
                        "Rows from earlier --kinds runs are kept; each row's notes give its training settings. "

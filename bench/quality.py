@@ -41,11 +41,13 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/results_file.py
+
+from results_file import write_section  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 HH = SHARED / "hh-rlhf-harmless-dev.jsonl.gz"
 ALPACA = SHARED / "alpacaeval-bon-dev.jsonl.gz"
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 TARGETS = {"accuracy": 0.62, "bon": 0.36}
 
 
@@ -171,19 +173,6 @@ def verdicts(rows: list[dict]) -> list[str]:
     return lines
 
 
-def write_results(marker: str, section: list[str]) -> None:
-    """Replace the section between this script's `marker` lines in bench/RESULTS.md."""
-    begin, end = f"<!-- bench/quality.py {marker}: begin -->", f"<!-- bench/quality.py {marker}: end -->"
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    block = "\n".join([begin, *section, end])
-    if begin in text and end in text:
-        head, rest = text.split(begin, 1)
-        text = head + block + rest.split(end, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    RESULTS.write_text(text)
-
-
 def run_loop(args, data: dict, data_line: str) -> None:
     from selfrefine.flows.self_refine import self_refine
 
@@ -201,7 +190,7 @@ def run_loop(args, data: dict, data_line: str) -> None:
           f"on {os.cpu_count()} CPUs")
     if not args.smoke:
         command = "python bench/quality.py " + " ".join(sys.argv[1:])
-        write_results("loop", [
+        write_section("bench/quality.py loop", [
             f"## Self-refine quality (bench/quality.py, preset `{args.preset}`)", "",
             f"`{command.strip()}` — run seed {args.seed} (stage seeds derive from it), {args.iterations} "
             f"iterations, {wall / 60:.0f} min in all on {os.cpu_count()} cores. {data_line}.", "",
@@ -249,7 +238,7 @@ def run_tricks(args, data: dict, data_line: str) -> None:
     print("\n".join(lines))
     if not args.smoke:
         command = "python bench/quality.py " + " ".join(sys.argv[1:])
-        write_results("tricks", [
+        write_section("bench/quality.py tricks", [
             "## Judge tricks against the plain recipe (bench/quality.py --tricks)", "",
             f"`{command.strip()}` — seed {args.seed}; the generative judge of preset `{args.preset}` trained on "
             f"{args.trick_seed_pairs} seed pairs; evaluated on {args.trick_pairs} held-out pairs and "
