@@ -94,6 +94,9 @@ class RewardHeadJudge:
         self.dimension_extra = dict(dimension_extra or {})
         self.batch_size, self.max_length = batch_size, max_length
         self.log_every_seconds = log_every_seconds
+        # Rewards by token sequence: an evaluation asks for the same responses twice (pairwise, then
+        # absolute), and a reward depends on nothing else; the weights never change under this object.
+        self._known: dict[tuple[int, ...], float] = {}
 
     @classmethod
     def from_pretrained(cls, path: str, *, dtype: str = "auto", device: str = "auto", **kwargs: Any) -> RewardHeadJudge:
@@ -114,8 +117,10 @@ class RewardHeadJudge:
         items = [_coerce(i, AbsoluteItem) for i in items]
         rendered = [reward_input(it.context, it.response, self.dimension(it.dimension), self.tokenizer,
                                  self.max_length) for it in items]
-        ids = [encode_reward_input(self.tokenizer, r.prompt, r.completion)[0] for r in rendered]
-        return list(zip(self._forward(ids), (r.turns_cut for r in rendered)))
+        ids = [tuple(encode_reward_input(self.tokenizer, r.prompt, r.completion)[0]) for r in rendered]
+        new = list(dict.fromkeys(seq for seq in ids if seq not in self._known))
+        self._known.update(zip(new, self._forward([list(seq) for seq in new])))
+        return [(self._known[seq], r.turns_cut) for seq, r in zip(ids, rendered)]
 
     def score_absolute(self, items: Sequence[AbsoluteItem | Mapping]) -> list[AbsoluteScore]:
         """Scores in input order (see the module docstring for how the reward fills the fields)."""

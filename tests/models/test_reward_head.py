@@ -228,11 +228,8 @@ def fresh_judge(tiny_dir):
 def test_rewards_do_not_depend_on_batching_or_padding(fresh_judge, pairs):
     items = [AbsoluteItem(p.context, r, p.dimension) for p in pairs[:3] for r in (p.chosen, p.rejected)]
     batched = [r for r, _ in fresh_judge.rewards(items)]
-    fresh_judge.batch_size = 1
-    try:
-        alone = [r for r, _ in fresh_judge.rewards(items)]
-    finally:
-        fresh_judge.batch_size = 8
+    one_at_a_time = RewardHeadJudge(fresh_judge.model, fresh_judge.tokenizer, batch_size=1)
+    alone = [r for r, _ in one_at_a_time.rewards(items)]
     assert len(set(np.round(alone, 6))) > 1  # the random head does tell responses apart
     np.testing.assert_allclose(batched, alone, atol=1e-5)
     # Right padding (the training collator's) reads the same last token as left padding.
@@ -245,6 +242,20 @@ def test_rewards_do_not_depend_on_batching_or_padding(fresh_judge, pairs):
     with torch.no_grad():
         right = fresh_judge.model(input_ids=ids, attention_mask=mask).logits[:, 0]
     np.testing.assert_allclose(right.numpy(), alone[:4], atol=1e-5)
+
+
+def test_each_distinct_response_goes_through_the_model_once(fresh_judge, pairs, monkeypatch):
+    judge = RewardHeadJudge(fresh_judge.model, fresh_judge.tokenizer, batch_size=2)
+    rows_seen = []
+    forward = judge.model.forward
+    monkeypatch.setattr(judge.model, "forward", lambda **kw: rows_seen.append(len(kw["input_ids"])) or forward(**kw))
+    items = [PairItem(p.context, p.chosen, p.rejected, p.dimension) for p in pairs[:3]]
+    verdicts = judge.compare(items + items[:1])  # a repeated pair within one call, too
+    scores = judge.score_absolute([AbsoluteItem(p.context, r, p.dimension) for p in pairs[:3] for r in (p.chosen, p.rejected)])
+    assert sum(rows_seen) == 6  # three pairs, two responses each; the rest are known rewards
+    assert verdicts[3] == verdicts[0]
+    np.testing.assert_allclose([s.score for s in scores], [r for r, _ in fresh_judge.rewards(
+        [AbsoluteItem(p.context, r, p.dimension) for p in pairs[:3] for r in (p.chosen, p.rejected)])], atol=1e-5)
 
 
 def test_training_rows_encode_like_the_judge_scores(pairs, rows, tiny_dir):
