@@ -319,3 +319,35 @@ def test_sft_in_length_groups_and_dpo_on_the_last_block_only(tmp_path, sft_examp
         assert moved and all(k.startswith(("model.layers.1.", "model.norm.")) for k in moved), (name, moved)
     with pytest.raises(ValueError, match="not available for DPO"):
         DPORecipeConfig(group_by_length=True)
+
+
+def test_labelled_positions_only_gives_trls_loss_and_gradients_and_restores_the_switch():
+    """The compact fused LM head (labelled positions only) matches TRL's default every-position path on
+    a CPU: same per-token log-probs and the same gradients; the switch is TRL's again afterwards."""
+    import trl.trainer.utils as trl_utils
+    from trl.trainer.utils import add_fused_lm_head
+
+    from selfrefine.models.training.labelled_positions import labelled_positions_only
+
+    model, _ = load_model("tiny", dtype="float32")
+    add_fused_lm_head(model, outputs=("log_probs", "entropy", "is_top1"))
+    input_ids = torch.tensor([[1, 200, 3000, 42, 7, 99, 5, 6], [1, 11, 12, 13, 14, 15, 16, 17]])
+    labels = torch.full_like(input_ids, -100)
+    labels[0, -2:], labels[1, -1:] = input_ids[0, -2:], input_ids[1, -1:]  # loss on 3 of 16 positions
+
+    def loss_and_grads():
+        model.zero_grad()
+        out = model(input_ids=input_ids, labels=labels, fused_lm_head=True)
+        (-out.log_probs.sum()).backward()
+        return out.log_probs.detach().clone(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    default_switch = trl_utils._use_triton
+    full_lp, full_grads = loss_and_grads()
+    with labelled_positions_only() as switched:
+        assert switched
+        compact_lp, compact_grads = loss_and_grads()
+    assert trl_utils._use_triton is default_switch
+    assert torch.count_nonzero(full_lp) == 3
+    torch.testing.assert_close(compact_lp, full_lp)
+    for name, full in full_grads.items():  # equal up to float32 summation order
+        assert torch.linalg.norm(compact_grads[name] - full) <= 1e-4 * torch.linalg.norm(full), name

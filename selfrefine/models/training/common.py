@@ -21,6 +21,7 @@ from transformers import PrinterCallback, TrainerCallback
 
 from selfrefine.errors import ConfigError, DataError, ModelLoadError
 from selfrefine.models.training.config import TrainingConfig
+from selfrefine.models.training.labelled_positions import labelled_positions_only
 
 logger = logging.getLogger(__name__)
 
@@ -283,7 +284,8 @@ def run_recipe(recipe: str, trainer_class, base_model: str, dataset, output_dir:
                 f"{config.max_steps} steps" if config.max_steps else f"{config.num_epochs:g} epoch(s)")
 
     start = time.perf_counter()
-    trainer.train()
+    with labelled_positions_only():  # TRL would score every position's logits on CPUs (see the module)
+        trainer.train()
     seconds = time.perf_counter() - start
 
     save_trained_model(trainer, tokenizer, output_path, model_dir)
