@@ -10,12 +10,20 @@ Training examples (each part can be switched on or off), built with `selfrefine.
 - hindsight: the Chain-of-Hindsight text (both responses in the completion), chosen-first order.
 Prompts are fitted to --max-prompt-tokens by cutting the oldest context turns.
 
-Evaluation: the pairwise prompt of each held-out pair in both orders; a judgment is correct when the
-logit of the better option's token (" A" or " B") beats the other. Reported: accuracy over all 2×N
-judgments (the headline), the order-consistent accuracy (one decision per pair from the sum of the
-two orders' margins, which cancels position bias) and the rate of " A" answers (position bias).
+Evaluation (`--eval`, one or both modes), zero-shot and after training, on the same held-out pairs:
+- pairwise: the pairwise prompt of each pair in both orders (`Judge.compare`); reported: accuracy of
+  the order-averaged verdict (the headline), the accuracy of each order on its own, the rate of " A"
+  answers (position bias) and how often both orders agree;
+- absolute: the absolute Yes/No prompt of each response (`Judge.score_absolute`); a pair is judged
+  right when the chosen response has the higher P(Yes) (the headline) and, as the evaluate stage
+  reports it, when it has the higher paper score (+1/-1 + log-prob of the answer).
 
-    python bench/judge_training.py [--lr 2e-4] [--epochs 1] [--lora-r 16 | --full] [--parts pairwise,absolute]
+    python bench/judge_training.py [--lr 2e-4] [--epochs 1] [--lora-r 16 | --full | --train-last-layers 8]
+                                   [--parts pairwise,absolute] [--eval pairwise,absolute]
+
+The recipe measured for the note (generative judge, absolute Yes/No training, last 8 blocks):
+
+    python bench/judge_training.py --parts absolute --eval absolute --train-last-layers 8 --lr 1e-4 --batch-size 8 --grad-accum 1
 """
 
 from __future__ import annotations
@@ -110,16 +118,18 @@ def build_examples(pairs, tokenizer, parts: tuple[str, ...], max_tokens: int, *,
     return dataset, len(groups) - len(kept)
 
 
-def pairwise_accuracy(model_name: str, pairs, max_tokens: int) -> dict[str, float]:
+EVAL_MODES = ("pairwise", "absolute")
+
+
+def pairwise_accuracy(judge, pairs) -> dict[str, float]:
     """Accuracy of the project's judge (`Judge.compare`, both orders in one batched pass) on held-out pairs.
 
     Each pair is presented with the chosen response as `response_a`; the judge's verdict averages
     P(chosen better) over the two presentation orders, so position bias cancels. Also reported: the
     accuracy of each order on its own, the rate of " A" answers and how often both orders agree.
     """
-    from selfrefine.models.judge import Judge, PairItem
+    from selfrefine.models.judge import PairItem
 
-    judge = Judge.from_pretrained(model_name, max_length=max_tokens)  # bf16 where the CPU runs it natively
     verdicts = judge.compare([PairItem(context, chosen, rejected, DIMENSION) for context, chosen, rejected in pairs])
     n = len(verdicts)
     forward = sum(v.p_a_forward > 0.5 for v in verdicts)  # chosen shown as A, judge says A
@@ -130,9 +140,43 @@ def pairwise_accuracy(model_name: str, pairs, max_tokens: int) -> dict[str, floa
             "consistency": sum(v.consistent for v in verdicts) / n}
 
 
+def absolute_accuracy(judge, pairs) -> dict[str, float]:
+    """Pairwise accuracy of the judge's absolute scores: each response of a pair is scored on its own
+    (`Judge.score_absolute`, one batched pass) and the pair is right when the chosen one scores higher.
+
+    `accuracy` compares P(Yes); `score_accuracy` compares the paper score, as the evaluate stage's
+    `absolute.accuracy` does (within the No band a more confident No scores higher, so the two differ).
+    """
+    from selfrefine.models.judge import AbsoluteItem
+    from selfrefine.tasks.metrics import absolute_metrics
+
+    items = [AbsoluteItem(context, response, DIMENSION) for context, chosen, rejected in pairs
+             for response in (chosen, rejected)]
+    scores = judge.score_absolute(items)
+    chosen, rejected = scores[0::2], scores[1::2]
+    by_p_yes = [0.5 if c.p_yes == r.p_yes else float(c.p_yes > r.p_yes) for c, r in zip(chosen, rejected)]
+    metrics = absolute_metrics(chosen, rejected)
+    return {"accuracy": sum(by_p_yes) / len(by_p_yes), "score_accuracy": metrics["accuracy"],
+            "yes_rate_chosen": metrics["yes_rate_chosen"], "yes_rate_rejected": metrics["yes_rate_rejected"],
+            "ece": metrics["calibration"]["ece"]}
+
+
+def evaluate(model_name: str, pairs, max_tokens: int, modes: tuple[str, ...]) -> dict[str, dict[str, float]]:
+    """The requested evaluation modes of one judge, by mode."""
+    from selfrefine.models.judge import Judge
+
+    judge = Judge.from_pretrained(model_name, max_length=max_tokens)  # bf16 where the CPU runs it natively
+    measure = {"pairwise": pairwise_accuracy, "absolute": absolute_accuracy}
+    return {mode: measure[mode](judge, pairs) for mode in modes}
+
+
 def recipe_config(*, lr: float = 2e-4, batch_size: int = 4, grad_accum: int = 2, max_prompt_tokens: int = 384,
-                  seed: int = 0, precision: str = "auto", lora_r: int = 16, full: bool = False):
-    """The generative judge's SFT recipe as this benchmark runs it (the defaults are its command-line defaults)."""
+                  seed: int = 0, precision: str = "auto", lora_r: int = 16, full: bool = False,
+                  train_last_layers: int | None = None):
+    """The generative judge's SFT recipe as this benchmark runs it (the defaults are its command-line defaults).
+
+    `train_last_layers` fine-tunes only the last N blocks (no LoRA); `full` every weight.
+    """
     from selfrefine.models.training.config import LoraSettings, SFTRecipeConfig
 
     return SFTRecipeConfig(
@@ -140,12 +184,22 @@ def recipe_config(*, lr: float = 2e-4, batch_size: int = 4, grad_accum: int = 2,
         gradient_accumulation_steps=grad_accum, max_length=max_prompt_tokens + 8, seed=seed,
         shuffle=False,  # build_examples already shuffled pairs per epoch and keeps a pair's examples together
         lr_scheduler="cosine", warmup_ratio=0.05, bf16={"auto": "auto", "bf16": True, "fp32": False}[precision],
-        lora=None if full else LoraSettings(r=lora_r, alpha=2 * lora_r, dropout=0.0))
+        train_last_layers=train_last_layers,
+        lora=None if full or train_last_layers else LoraSettings(r=lora_r, alpha=2 * lora_r, dropout=0.0))
 
 
-def describe(scores: dict[str, float]) -> str:
-    return (f"accuracy {scores['accuracy']:.3f} (per order {scores['per_order_accuracy']:.3f}, says A "
-            f"{scores['a_rate']:.2f}, orders agree {scores['consistency']:.2f})")
+def describe(scores: dict[str, dict[str, float]]) -> str:
+    parts = []
+    if "pairwise" in scores:
+        s = scores["pairwise"]
+        parts.append(f"pairwise prompt: accuracy {s['accuracy']:.3f} (per order {s['per_order_accuracy']:.3f}, "
+                     f"says A {s['a_rate']:.2f}, orders agree {s['consistency']:.2f})")
+    if "absolute" in scores:
+        s = scores["absolute"]
+        parts.append(f"absolute prompts: accuracy {s['accuracy']:.3f} by P(Yes), {s['score_accuracy']:.3f} by score "
+                     f"(Yes for chosen {s['yes_rate_chosen']:.2f}, for rejected {s['yes_rate_rejected']:.2f}, "
+                     f"ECE {s['ece']:.3f})")
+    return "; ".join(parts)
 
 
 def main() -> None:
@@ -160,6 +214,9 @@ def main() -> None:
     parser.add_argument("--grad-accum", type=int, default=2)
     parser.add_argument("--lora-r", type=int, default=16, help="LoRA rank (alpha = 2 × rank)")
     parser.add_argument("--full", action="store_true", help="full fine-tune instead of LoRA")
+    parser.add_argument("--train-last-layers", type=int, default=None,
+                        help="fine-tune only the last N blocks instead of LoRA (the lower blocks and embeddings stay frozen)")
+    parser.add_argument("--eval", default="pairwise", help=f"comma-separated subset of {EVAL_MODES}")
     parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
                         help="training precision: auto = bf16 autocast where the hardware runs it natively")
     parser.add_argument("--max-prompt-tokens", type=int, default=384)
@@ -187,6 +244,9 @@ def main() -> None:
     parts = tuple(p.strip() for p in args.parts.split(",") if p.strip())
     if not parts or set(parts) - set(PARTS):
         sys.exit(f"--parts must be a comma-separated subset of {PARTS}, got {args.parts!r}")
+    modes = tuple(m.strip() for m in args.eval.split(",") if m.strip())
+    if not modes or set(modes) - set(EVAL_MODES):
+        sys.exit(f"--eval must be a comma-separated subset of {EVAL_MODES}, got {args.eval!r}")
 
     train_pairs, eval_pairs, skipped = load_split(DATA, args.n_train)
     eval_pairs = eval_pairs[:args.n_eval]
@@ -197,31 +257,34 @@ def main() -> None:
           f"{args.max_prompt_tokens} tokens even with the context cut), {len(eval_pairs)} held-out pairs, {skipped} "
           f"records skipped; {len(examples)} training examples ({'+'.join(parts)}, {args.epochs} epoch(s))")
 
-    zero_shot = dict.fromkeys(("accuracy", "per_order_accuracy", "a_rate", "consistency"), float("nan"))
+    zero_shot: dict[str, dict[str, float]] = {}
     if not args.skip_zero_shot:
         start = time.perf_counter()
-        zero_shot = pairwise_accuracy(args.model, eval_pairs, args.max_prompt_tokens)
+        zero_shot = evaluate(args.model, eval_pairs, args.max_prompt_tokens, modes)
         print(f"zero-shot: {describe(zero_shot)} ({time.perf_counter() - start:.0f} s for {len(eval_pairs)} pairs)")
 
     config = recipe_config(lr=args.lr, batch_size=args.batch_size, grad_accum=args.grad_accum,
                            max_prompt_tokens=args.max_prompt_tokens, seed=args.seed, precision=args.precision,
-                           lora_r=args.lora_r, full=args.full)
+                           lora_r=args.lora_r, full=args.full, train_last_layers=args.train_last_layers)
     with tempfile.TemporaryDirectory(prefix="judge-") as scratch:
         output = Path(args.output) if args.output else Path(scratch) / "judge"
         result = train_sft(args.model, examples, output, config)
-        trained = pairwise_accuracy(str(output), eval_pairs, args.max_prompt_tokens)
+        start = time.perf_counter()
+        trained = evaluate(str(output), eval_pairs, args.max_prompt_tokens, modes)
+        eval_seconds = time.perf_counter() - start
 
     losses = [loss for _, loss in result.loss_history]
     head, tail = losses[: max(1, len(losses) // 10)], losses[-max(1, len(losses) // 10):]
-    print(f"training: {'full' if args.full else f'LoRA r={args.lora_r}'}, lr {args.lr:g}, {result.steps} steps "
+    how = (f"last {args.train_last_layers} blocks" if args.train_last_layers else "full" if args.full
+           else f"LoRA r={args.lora_r}")
+    print(f"training: {how}, lr {args.lr:g}, {result.steps} steps "
           f"(batch {args.batch_size}×{args.grad_accum}) on {result.num_examples} examples in {result.seconds:.0f} s "
           f"({result.seconds / max(result.steps, 1):.2f} s/step); loss {sum(head) / len(head):.3f} (first 10%) -> "
           f"{sum(tail) / len(tail):.3f} (last 10%)")
-    print(f"trained:   {describe(trained)}")
-    print(f"RESULT zero_shot_accuracy={zero_shot['accuracy']:.3f} trained_accuracy={trained['accuracy']:.3f} "
-          f"zero_shot_per_order={zero_shot['per_order_accuracy']:.3f} "
-          f"trained_per_order={trained['per_order_accuracy']:.3f} train_seconds={result.seconds:.0f} "
-          f"steps={result.steps}")
+    print(f"trained:   {describe(trained)} ({eval_seconds:.0f} s)")
+    figures = " ".join(f"{when}_{mode}_accuracy={scores[mode]['accuracy']:.3f}"
+                       for when, scores in (("zero_shot", zero_shot), ("trained", trained)) for mode in scores)
+    print(f"RESULT {figures} train_seconds={result.seconds:.0f} steps={result.steps}")
 
 
 if __name__ == "__main__":

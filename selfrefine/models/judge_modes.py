@@ -7,6 +7,8 @@
   metric (accuracy, ECE, position consistency) reads them like answer-token verdicts.
 - `tournament_picks`: best-of-n by pairwise comparison (a knockout tournament, each match judged in
   both orders) instead of by absolute score.
+- `verdicts_from_absolute`: pairwise verdicts from the absolute prompt alone (each response asked
+  "Is the last response … ?" on its own), for a judge trained on absolute Yes/No examples.
 
 Pure functions over a judge object; nothing here knows about stages or the store.
 """
@@ -17,9 +19,11 @@ import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import math
+
 from selfrefine.models import prompts as P
 from selfrefine.models.dimensions import get_dimension
-from selfrefine.models.judge import PairItem, PairVerdict
+from selfrefine.models.judge import AbsoluteItem, PairItem, PairVerdict
 
 
 def demonstrations_from_pairs(pairs: Sequence[Any], n: int, seed: int,
@@ -92,3 +96,30 @@ def tournament_picks(judge: Any, items: Sequence[Any]) -> list[int]:
         alive = [winners.get(i, []) + (a[-1:] if len(a) % 2 else []) if len(a) > 1 else a
                  for i, a in enumerate(alive)]
     return [a[0] for a in alive]
+
+
+def verdicts_from_absolute(judge: Any, items: Sequence[PairItem]) -> list[PairVerdict]:
+    """Pairwise verdicts from absolute scoring: both responses of each pair are scored on their own in
+    one batched `score_absolute` call, and P(A better) = sigmoid(z_a - z_b), where z = logit P(Yes) is
+    the judge's Yes-vs-No log-odds. That is the Bradley–Terry reading of a Yes/No judge, the same
+    form as a reward head's `compare`, so accuracy and ECE mean the same for both kinds. Neither
+    response is shown beside the other, so there is no position to be biased by: both orders agree.
+    """
+    scores = judge.score_absolute([AbsoluteItem(it.context, response, it.dimension)
+                                   for it in items for response in (it.response_a, it.response_b)])
+    verdicts = []
+    for i in range(len(items)):
+        a, b = scores[2 * i], scores[2 * i + 1]
+        p_a = _sigmoid(_log_odds(a.p_yes) - _log_odds(b.p_yes))
+        verdicts.append(PairVerdict(verdict="A" if p_a >= 0.5 else "B", p_a=p_a, p_a_forward=p_a,
+                                    p_a_swapped=p_a, consistent=True, turns_cut=max(a.turns_cut, b.turns_cut)))
+    return verdicts
+
+
+def _log_odds(p: float, eps: float = 1e-12) -> float:
+    p = min(max(p, eps), 1.0 - eps)
+    return math.log(p) - math.log1p(-p)
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))

@@ -9,8 +9,9 @@ import pytest
 from selfrefine.data.schema import BestOfNItem, Candidate, PreferencePair
 from selfrefine.models import prompts as P
 from selfrefine.models.dimensions import get_dimension
-from selfrefine.models.judge import Judge, PairItem, PairVerdict
-from selfrefine.models.judge_modes import cot_verdicts, demonstrations_from_pairs, tournament_picks
+from selfrefine.models.judge import AbsoluteItem, Judge, PairItem, PairVerdict
+from selfrefine.models.judge_modes import (cot_verdicts, demonstrations_from_pairs, tournament_picks,
+                                         verdicts_from_absolute)
 from tests.models.test_judge import CTX, ScriptedBackend
 
 PAIRS = [PreferencePair(context=[{"role": "user", "content": f"Question {i}?"}], chosen=f"Good answer {i}.",
@@ -46,6 +47,18 @@ def test_demonstrations_go_before_the_prompt_and_change_the_scores(tiny):
     assert shot.compare([item])[0].p_a != pytest.approx(plain.compare([item])[0].p_a, abs=1e-7)
     rendered = P.with_demonstrations(P.pairwise_prompt(CTX, "An apple.", "A car.", get_dimension("helpful")), pairwise)
     assert rendered.startswith(pairwise[0].text) and rendered.endswith("Answer:")
+
+
+def test_verdicts_from_absolute_are_the_bradley_terry_reading_of_p_yes(tiny):
+    judge = Judge(*tiny)
+    items = [PairItem(CTX, "An apple.", "A car."), PairItem(CTX, "A car.", "An apple.")]
+    scores = judge.score_absolute([AbsoluteItem(CTX, r, "helpful") for r in ("An apple.", "A car.")])
+    odds = [s.p_yes / (1 - s.p_yes) for s in scores]
+    forward, backward = verdicts_from_absolute(judge, items)
+    assert forward.p_a == pytest.approx(odds[0] / (odds[0] + odds[1]), rel=1e-6)
+    assert backward.p_a == pytest.approx(1 - forward.p_a, rel=1e-6)  # swapping the responses flips it
+    assert forward.verdict != backward.verdict or forward.p_a == pytest.approx(0.5)
+    assert forward.p_a_forward == forward.p_a_swapped == forward.p_a and forward.consistent
 
 
 def test_self_consistency_turns_votes_into_calibrated_pair_verdicts(tiny):
