@@ -7,12 +7,17 @@ preference sources; the training pairs are split into two pseudo-sources by conv
 (characters of the context turns) at the training set's median: `short` and `long`.
 
 Judges, all from the packaged model:
-- generative: bench/judge_training.py's recipe (pairwise prompt in both orders + absolute Yes/No,
-  a pair's examples in one batch, LoRA r=16, lr 2e-4, cosine), through its `build_examples` and
-  `recipe_config`.
-- reward_head / +GRM / +MORE: `train_reward_head` (TRL RewardTrainer), full fine-tune, linear head.
-Every judge is evaluated the way the evaluate stage does it: `compare` on the held-out pairs and
-`tasks.metrics.pairwise_metrics` (accuracy over both orders, ECE of P(chosen better)).
+- generative: bench/judge_training.py's recipe on the absolute Yes/No prompt (" Yes" for the chosen
+  response, " No" for the rejected one, both in one batch), SFT with the loss on the answer token,
+  the same blocks trained as the reward heads (--train-last-layers), lr --generative-lr, cosine;
+  through judge_training's `build_examples` and `recipe_config`. --generative-parts adds the
+  pairwise prompt (both orders) to the training examples.
+- reward_head / +GRM / +MORE: `train_reward_head` (TRL RewardTrainer), linear head.
+Every judge is evaluated through `tasks.metrics.pairwise_metrics` (accuracy, ECE of P(chosen
+better)) on the held-out pairs. Reward heads: `compare`, P = sigmoid(r_chosen - r_rejected). The
+generative judge: `judge_modes.verdicts_from_absolute` by default, P = sigmoid of the difference of the
+two responses' Yes log-odds, the same Bradley–Terry reading; --generative-eval pairwise asks the
+pairwise prompt in both orders instead.
 
 The results table is written into bench/RESULTS.md (this script's section only) on full runs;
 runs with --limit-train or --n-eval are smoke runs and leave the file alone.
@@ -73,11 +78,18 @@ def train_generative(train, out: Path, args):
     from selfrefine.models.loading import load_tokenizer
     from selfrefine.models.training.sft import train_sft
 
+    parts = tuple(p.strip() for p in args.generative_parts.split(",") if p.strip())
     examples, too_long = build_examples([(p.context, p.chosen, p.rejected) for p in train], load_tokenizer(args.model),
-                                        ("pairwise", "absolute"), args.max_tokens, seed=args.seed)
-    result = train_sft(args.model, examples, out, recipe_config(max_prompt_tokens=args.max_tokens, seed=args.seed))
+                                        parts, args.max_tokens, seed=args.seed)
+    batch = 8 * len(parts)  # 4 pairs per step; a pair gives 2 examples per part, kept in one batch
+    config = recipe_config(lr=args.generative_lr, batch_size=batch, grad_accum=1, max_prompt_tokens=args.max_tokens,
+                           seed=args.seed, train_last_layers=args.train_last_layers)
+    result = train_sft(args.model, examples, out, config)
     write_judge_info(out, "generative")
-    return result, f"{len(examples)} SFT examples, {too_long} pairs left out (too long)"
+    layers = f"last {args.train_last_layers} blocks" if args.train_last_layers else "LoRA r=16"
+    return result, (f"SFT on {'+'.join(parts)} prompts, lr {args.generative_lr:g}, {batch} examples/step, {layers}; "
+                    f"{len(examples)} examples, {too_long} pairs left out (too long); scored by "
+                    f"{'the pairwise prompt' if args.generative_eval == 'pairwise' else 'absolute Yes log-odds'}")
 
 
 def train_reward(kind: str, train, out: Path, args):
@@ -106,14 +118,16 @@ def train_reward(kind: str, train, out: Path, args):
     return result, note
 
 
-def evaluate(path: Path, held_out, max_tokens: int) -> dict:
+def evaluate(path: Path, held_out, max_tokens: int, by_absolute: bool = False) -> dict:
     from selfrefine.models.judge import PairItem
     from selfrefine.models.judge_kind import load_judge
+    from selfrefine.models.judge_modes import verdicts_from_absolute
     from selfrefine.tasks.metrics import pairwise_metrics
 
     judge = load_judge(str(path), max_length=max_tokens)  # bf16 where the CPU runs it natively
     start = time.perf_counter()
-    metrics = pairwise_metrics(judge.compare([PairItem(p.context, p.chosen, p.rejected, p.dimension) for p in held_out]))
+    items = [PairItem(p.context, p.chosen, p.rejected, p.dimension) for p in held_out]
+    metrics = pairwise_metrics(verdicts_from_absolute(judge, items) if by_absolute else judge.compare(items))
     return {"accuracy": metrics["accuracy"], "ece": metrics["calibration"]["ece"],
             "consistency": metrics["position_consistency"], "eval_seconds": time.perf_counter() - start}
 
@@ -152,7 +166,13 @@ def main() -> None:
     parser.add_argument("--reward-lora-r", type=int, default=0, help="LoRA rank for the reward heads (0 = full fine-tune)")
     parser.add_argument("--grm-alpha", type=float, default=0.01, help="GRM regulariser weight α")
     parser.add_argument("--train-last-layers", type=int, default=None,
-                        help="reward heads train only the last N blocks (default: full fine-tune)")
+                        help="every judge trains only the last N blocks (default: full fine-tune for reward heads, "
+                             "LoRA r=16 for the generative judge)")
+    parser.add_argument("--generative-lr", type=float, default=1e-4, help="generative judge learning rate")
+    parser.add_argument("--generative-parts", default="absolute",
+                        help="generative training examples: absolute, pairwise or both (comma-separated)")
+    parser.add_argument("--generative-eval", choices=("absolute", "pairwise"), default="absolute",
+                        help="how the generative judge compares a pair: absolute Yes log-odds or the pairwise prompt")
     parser.add_argument("--kinds", default=",".join(KINDS), help=f"comma-separated subset of {','.join(KINDS)}")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default=None, help="keep the trained judges in this directory")
@@ -186,7 +206,8 @@ def main() -> None:
             out = root / kind
             trainer = train_generative if kind == "generative" else lambda t, o, a, k=kind: train_reward(k, t, o, a)
             result, note = trainer(train, out, args)
-            rows[kind] = {**evaluate(out, held_out, args.max_tokens), "steps": result.steps,
+            by_absolute = kind == "generative" and args.generative_eval == "absolute"
+            rows[kind] = {**evaluate(out, held_out, args.max_tokens, by_absolute), "steps": result.steps,
                           "train_seconds": result.seconds, "note": note}
             r = rows[kind]
             print(f"{LABELS[kind]}: accuracy {r['accuracy']:.3f}, ECE {r['ece']:.3f}, {result.steps} steps in "
