@@ -105,16 +105,20 @@ def rationale_records(shown: Sequence[Shown], first, second: Mapping[int, object
 def run(ctx: StageContext) -> StageReturn:
     from selfrefine.models.generation.base import SamplingParams
     from selfrefine.models.judge import PairItem
+    from selfrefine.models.judge_kind import read_judge_info
 
     cfg: BootstrapConfig = ctx.config
     seed = ctx.seed or 0
     pairs = sample(read_pairs(inputs_with_prefix(ctx.inputs, "pairs"), cfg.dimension_definitions), cfg.max_pairs, seed)
     shown = present(pairs, seed)
-    judge = cfg.judge.load(str(require(ctx.inputs, "judge", STAGE).path), cfg.dimension_definitions)
-    if judge.kind == "reward_head":
+    judge_dir = str(require(ctx.inputs, "judge", STAGE).path)
+    if read_judge_info(judge_dir)["kind"] == "reward_head":
         # A reward head scores; it writes no chain of thought, and its training uses no rationales.
+        # Its kind is in judge.json, so the model itself need not be loaded to find that out.
         log.warning("bootstrap_rationales: the judge is a reward head, which gives no rationales; writing none")
-        shown = []
+        shown, judge = [], None
+    else:
+        judge = cfg.judge.load(judge_dir, cfg.dimension_definitions)
     items = [PairItem(s.pair.context, *s.options, dimension=s.pair.dimension) for s in shown]
     params = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p,
                             max_new_tokens=cfg.max_new_tokens, seed=seed)
