@@ -96,11 +96,16 @@ def pair_examples(pair, index: int, tokenizer, parts: tuple[str, ...], max_token
 
 
 def build_examples(pairs, tokenizer, parts: tuple[str, ...], max_tokens: int, *, epochs: int = 1, seed: int = 0,
-                   both_orders: bool = True):
+                   both_orders: bool = True, pairs_per_batch: int | None = None):
     """The judge's SFT examples, laid out for sequential training: `epochs` passes over the pairs, each in a
     fresh seeded order, with one pair's examples kept adjacent. With a batch size that is a multiple of
     a pair's example count, both orders of a pairwise prompt (and the Yes and No absolute prompts) share
     a batch, so the gradient towards always answering A (or Yes) cancels within every step.
+
+    `pairs_per_batch` (the batch size over a pair's example count) also groups pairs of similar length
+    into the same batch, the way transformers' LengthGroupedSampler does for single examples: each
+    epoch's shuffled pairs are cut into windows of 16 batches, sorted by length within a window,
+    batched, and the batches shuffled. Less of every step goes into padding; the order stays seeded.
 
     Returns (dataset, number of pairs dropped because a prompt did not fit `max_tokens`).
     """
@@ -113,9 +118,25 @@ def build_examples(pairs, tokenizer, parts: tuple[str, ...], max_tokens: int, *,
     for _ in range(epochs):
         order = kept[:]
         rng.shuffle(order)
+        if pairs_per_batch:
+            order = length_grouped(order, tokenizer, pairs_per_batch, rng)
         rows.extend(example for group in order for example in group)
     dataset = Dataset.from_dict({"prompt": [p for p, _ in rows], "completion": [c for _, c in rows]})
     return dataset, len(groups) - len(kept)
+
+
+def length_grouped(groups, tokenizer, pairs_per_batch: int, rng: random.Random, window_batches: int = 16):
+    """`groups` (a pair's examples each) reordered into batches of `pairs_per_batch` similar-length pairs."""
+    def length(group):
+        return max(len(tokenizer(prompt + completion)["input_ids"]) for prompt, completion in group)
+
+    window = pairs_per_batch * window_batches
+    batches = []
+    for start in range(0, len(groups), window):
+        chunk = sorted(groups[start:start + window], key=length, reverse=True)
+        batches.extend(chunk[i:i + pairs_per_batch] for i in range(0, len(chunk), pairs_per_batch))
+    rng.shuffle(batches)
+    return [group for batch in batches for group in batch]
 
 
 EVAL_MODES = ("pairwise", "absolute")
@@ -217,6 +238,8 @@ def main() -> None:
     parser.add_argument("--train-last-layers", type=int, default=None,
                         help="fine-tune only the last N blocks instead of LoRA (the lower blocks and embeddings stay frozen)")
     parser.add_argument("--eval", default="pairwise", help=f"comma-separated subset of {EVAL_MODES}")
+    parser.add_argument("--group-by-length", action="store_true",
+                        help="batch pairs of similar length together (a pair's examples still share a batch)")
     parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
                         help="training precision: auto = bf16 autocast where the hardware runs it natively")
     parser.add_argument("--max-prompt-tokens", type=int, default=384)
@@ -251,8 +274,13 @@ def main() -> None:
     train_pairs, eval_pairs, skipped = load_split(DATA, args.n_train)
     eval_pairs = eval_pairs[:args.n_eval]
     tokenizer = load_tokenizer(args.model)
+    per_pair = 2 * len(parts) - ("pairwise" in parts and args.one_order) - ("hindsight" in parts)
+    if args.group_by_length and args.batch_size % per_pair:
+        sys.exit(f"--group-by-length keeps a pair's {per_pair} examples in one batch: --batch-size must be a "
+                 f"multiple of {per_pair}")
     examples, too_long = build_examples(train_pairs, tokenizer, parts, args.max_prompt_tokens, epochs=args.epochs,
-                                        seed=args.seed, both_orders=not args.one_order)
+                                        seed=args.seed, both_orders=not args.one_order,
+                                        pairs_per_batch=args.batch_size // per_pair if args.group_by_length else None)
     print(f"data: {len(train_pairs)} training pairs ({too_long} left out: a prompt longer than "
           f"{args.max_prompt_tokens} tokens even with the context cut), {len(eval_pairs)} held-out pairs, {skipped} "
           f"records skipped; {len(examples)} training examples ({'+'.join(parts)}, {args.epochs} epoch(s))")
