@@ -7,8 +7,9 @@
   metric (accuracy, ECE, position consistency) reads them like answer-token verdicts.
 - `tournament_picks`: best-of-n by pairwise comparison (a knockout tournament, each match judged in
   both orders) instead of by absolute score.
-- `verdicts_from_absolute`: pairwise verdicts from the absolute prompt alone (each response asked
-  "Is the last response … ?" on its own), for a judge trained on absolute Yes/No examples.
+- `verdicts_from_absolute` / `verdicts_from_scores`: pairwise verdicts from the absolute prompt alone
+  (each response asked "Is the last response … ?" on its own), for a judge trained on absolute
+  Yes/No examples; `yes_log_odds` orders responses by the same quantity (best-of-n).
 
 Pure functions over a judge object; nothing here knows about stages or the store.
 """
@@ -100,20 +101,35 @@ def tournament_picks(judge: Any, items: Sequence[Any]) -> list[int]:
 
 def verdicts_from_absolute(judge: Any, items: Sequence[PairItem]) -> list[PairVerdict]:
     """Pairwise verdicts from absolute scoring: both responses of each pair are scored on their own in
-    one batched `score_absolute` call, and P(A better) = sigmoid(z_a - z_b), where z = logit P(Yes) is
-    the judge's Yes-vs-No log-odds. That is the Bradley–Terry reading of a Yes/No judge, the same
-    form as a reward head's `compare`, so accuracy and ECE mean the same for both kinds. Neither
-    response is shown beside the other, so there is no position to be biased by: both orders agree.
-    """
+    one batched `score_absolute` call, then read by `verdicts_from_scores`."""
     scores = judge.score_absolute([AbsoluteItem(it.context, response, it.dimension)
                                    for it in items for response in (it.response_a, it.response_b)])
+    return verdicts_from_scores(scores[0::2], scores[1::2])
+
+
+def verdicts_from_scores(scores_a: Sequence[Any], scores_b: Sequence[Any]) -> list[PairVerdict]:
+    """Pairwise verdicts from the absolute scores of each pair's two responses (index-aligned):
+    P(A better) = sigmoid(z_a - z_b), where z = `yes_log_odds` (logit of P(Yes)). That is the
+    Bradley–Terry reading of a Yes/No judge, the same form as a reward head's `compare`, so accuracy
+    and ECE mean the same for both kinds. Neither response is shown beside the other, so there is no
+    position to be biased by: both orders agree.
+    """
+    if len(scores_a) != len(scores_b):
+        raise ValueError(f"{len(scores_a)} scores for response A, {len(scores_b)} for response B; give both per pair")
     verdicts = []
-    for i in range(len(items)):
-        a, b = scores[2 * i], scores[2 * i + 1]
-        p_a = _sigmoid(_log_odds(a.p_yes) - _log_odds(b.p_yes))
+    for a, b in zip(scores_a, scores_b):
+        p_a = _sigmoid(yes_log_odds(a) - yes_log_odds(b))
         verdicts.append(PairVerdict(verdict="A" if p_a >= 0.5 else "B", p_a=p_a, p_a_forward=p_a,
                                     p_a_swapped=p_a, consistent=True, turns_cut=max(a.turns_cut, b.turns_cut)))
     return verdicts
+
+
+def yes_log_odds(score: Any) -> float:
+    """log P(Yes) - log P(No) of an `AbsoluteScore`: a score that orders responses by how sure the judge
+    is that they are good. (The paper's score, +-1 + log-prob of the answer, puts every Yes above every
+    No, but within the No band it ranks a confident No above a hesitant one.) For a reward head,
+    whose p_yes is sigmoid(r), this is the reward r itself."""
+    return _log_odds(score.p_yes)
 
 
 def _log_odds(p: float, eps: float = 1e-12) -> float:

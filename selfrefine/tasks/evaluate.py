@@ -20,7 +20,7 @@ import logging
 import time
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from selfrefine.errors import ConfigError
 from selfrefine.tasks.common import (
@@ -76,14 +76,28 @@ class EvaluateConfig(BaseModel):
     chain_of_thought: ChainOfThoughtSettings | None = Field(None, description=(
         "Pairwise verdicts by chain of thought with self-consistency (k sampled rationales, majority "
         "vote) instead of the answer-token probabilities; None = off. Generative judges only."))
-    bestofn_scoring: Literal["absolute", "pairwise"] = Field("absolute", description=(
-        "How best-of-n picks a candidate: 'absolute' = the highest absolute score; 'pairwise' = a "
-        "knockout tournament of pairwise comparisons, each match judged in both orders (n − 1 matches)."))
+    pairwise_verdicts: Literal["prompt", "absolute"] = Field("prompt", description=(
+        "How a held-out pair is judged: 'prompt' = the pairwise prompt in both orders (a reward head "
+        "compares its two rewards either way); 'absolute' = each response asked the absolute Yes/No "
+        "question on its own, P(chosen better) = sigmoid of the difference of their Yes log-odds, for a "
+        "generative judge trained on absolute prompts."))
+    bestofn_scoring: Literal["absolute", "yes_log_odds", "pairwise"] = Field("absolute", description=(
+        "How best-of-n picks a candidate: 'absolute' = the highest absolute score (the paper's ±1 + "
+        "log-prob); 'yes_log_odds' = the highest log P(Yes) − log P(No), which also ranks candidates the "
+        "judge calls bad by how bad (the same as 'absolute' for a reward head); 'pairwise' = a knockout "
+        "tournament of pairwise comparisons, each match judged in both orders (n − 1 matches)."))
     dimension_definitions: dict[str, str] = dimension_definitions_field()
 
     @property
     def uses_generative_tricks(self) -> bool:
         return self.demonstrations > 0 or self.chain_of_thought is not None
+
+    @model_validator(mode="after")
+    def _one_way_to_judge_a_pair(self):
+        if self.chain_of_thought is not None and self.pairwise_verdicts == "absolute":
+            raise ValueError("chain_of_thought judges a pair side by side; pairwise_verdicts: absolute asks each "
+                             "response on its own. Set one of them")
+        return self
 
 
 def pin(config: EvaluateConfig) -> EvaluateConfig:
@@ -107,18 +121,24 @@ def headline(nested: dict) -> dict[str, float]:
 
 def evaluate_judge(judge, pairs, bestofn, n_bins: int = 10, *,
                    chain_of_thought: ChainOfThoughtSettings | None = None, seed: int = 0,
-                   bestofn_scoring: Literal["absolute", "pairwise"] = "absolute") -> dict:
+                   pairwise_verdicts: Literal["prompt", "absolute"] = "prompt",
+                   bestofn_scoring: Literal["absolute", "yes_log_odds", "pairwise"] = "absolute") -> dict:
     """All metrics of `judge` on labelled pairs and best-of-n items (either may be empty)."""
     from selfrefine.models.judge import AbsoluteItem, PairItem
+    from selfrefine.models.judge_modes import verdicts_from_scores, yes_log_odds
 
     result: dict = {}
     if pairs:
         items = [PairItem(p.context, p.chosen, p.rejected, p.dimension) for p in pairs]
-        verdicts = judge.compare(items) if chain_of_thought is None else _cot_verdicts(
-            judge, items, chain_of_thought, seed)
         scored = judge.score_absolute([AbsoluteItem(p.context, r, p.dimension)
                                        for p in pairs for r in (p.chosen, p.rejected)])
         chosen, rejected = scored[0::2], scored[1::2]
+        if chain_of_thought is not None:
+            verdicts = _cot_verdicts(judge, items, chain_of_thought, seed)
+        elif pairwise_verdicts == "absolute":
+            verdicts = verdicts_from_scores(chosen, rejected)
+        else:
+            verdicts = judge.compare(items)
         result["pairwise"] = pairwise_metrics(verdicts, n_bins=n_bins)
         result["absolute"] = absolute_metrics(chosen, rejected, n_bins=n_bins)
         both = list(zip(verdicts, chosen, rejected))
@@ -135,7 +155,8 @@ def evaluate_judge(judge, pairs, bestofn, n_bins: int = 10, *,
                         for item, pick in zip(bestofn, tournament_picks(judge, bestofn))]
         else:
             flat = [AbsoluteItem(item.context, c.output, item.dimension) for item in bestofn for c in item.candidates]
-            scores = iter(s.score for s in judge.score_absolute(flat))
+            rank = yes_log_odds if bestofn_scoring == "yes_log_odds" else (lambda s: s.score)
+            scores = iter(rank(s) for s in judge.score_absolute(flat))
             per_item = [[next(scores) for _ in item.candidates] for item in bestofn]
         result["bestofn"] = best_of_n_metrics(bestofn, per_item)
     return result
@@ -183,7 +204,7 @@ def run(ctx: StageContext) -> StageReturn:
     judge = with_demonstrations(cfg.judge.load(judge_path, cfg.dimension_definitions), cfg, demo_pairs, seed)
     start = time.perf_counter()
     result = evaluate_judge(judge, pairs, bestofn, cfg.n_bins, chain_of_thought=cfg.chain_of_thought, seed=seed,
-                            bestofn_scoring=cfg.bestofn_scoring)
+                            pairwise_verdicts=cfg.pairwise_verdicts, bestofn_scoring=cfg.bestofn_scoring)
     # Wall time goes to the store's metrics, not into the artifact: the same evaluation must
     # give the same bytes (and digest) on every rerun.
     seconds = time.perf_counter() - start

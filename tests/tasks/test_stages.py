@@ -759,6 +759,35 @@ def test_evaluate_with_demonstrations_self_consistency_and_a_pairwise_tournament
     assert metrics["absolute"]["mean_p_yes_chosen"] != pytest.approx(plain["absolute"]["mean_p_yes_chosen"], abs=1e-9)
 
 
+def test_evaluate_judges_pairs_and_ranks_candidates_by_yes_log_odds(chain):
+    """pairwise_verdicts: absolute reads each pair from the two absolute scores the stage already takes
+    (P = sigmoid of their Yes log-odds difference); bestofn_scoring: yes_log_odds picks by that quantity."""
+    from selfrefine.models.judge import AbsoluteItem
+    from selfrefine.models.judge_modes import yes_log_odds
+
+    plain = json.loads(chain.output("evaluate", "metrics").read_text())
+    config = chain.configs["evaluate"].model_copy(update={"pairwise_verdicts": "absolute",
+                                                          "bestofn_scoring": "yes_log_odds"})
+    outcome = chain.run("evaluate", config, chain.inputs["evaluate"], chain.new_iteration())
+    assert outcome.status == "ran"
+    metrics = json.loads(chain.path(outcome.outputs["metrics"]).read_text())
+    pw, ab = metrics["pairwise"], metrics["absolute"]
+    assert ab == plain["absolute"]  # the same absolute scores, read another way
+    assert pw["position_consistency"] == 1.0 and pw["first_position_rate"] == pytest.approx(0.5)
+    # Independently: score the held-out pairs with the same judge and count positive log-odds margins.
+    judge = config.judge.load(str(chain.path(chain.inputs["evaluate"]["judge"])))
+    pairs = read_jsonl(chain.output("ingest_data", "heldout_pairs_0") / DATA_FILE, "pairs")
+    assert len(pairs) == pw["n"]  # the stage evaluated every held-out pair
+    scores = judge.score_absolute([AbsoluteItem(p.context, r, p.dimension) for p in pairs for r in (p.chosen, p.rejected)])
+    margins = [yes_log_odds(c) - yes_log_odds(r) for c, r in zip(scores[0::2], scores[1::2])]
+    assert pw["accuracy"] == pytest.approx(sum(1.0 if m > 0 else 0.5 if m == 0 else 0.0 for m in margins) / len(margins))
+    bestofn = read_jsonl(chain.output("ingest_data", "bestofn_0") / DATA_FILE, "bestofn")
+    worst, _, best = bestofn_bounds(bestofn)
+    assert worst - 1e-9 <= metrics["bestofn"]["win_rate"] <= best + 1e-9
+    with pytest.raises(ValueError, match="Set one of them"):
+        EvaluateConfig(pairwise_verdicts="absolute", chain_of_thought={"samples": 2})
+
+
 def test_demonstrations_without_pairs_to_draw_from_fail_clearly(chain):
     from selfrefine.errors import ConfigError
 
