@@ -355,3 +355,8 @@ def _log_softmax2(a: float, b: float) -> tuple[float, float]:
     m = max(a, b)
     log_z = m + math.log(math.exp(a - m) + math.exp(b - m))
     return a - log_z, b - log_z
+
+
+def _sigmoid(x: float) -> float:
+    """Logistic function, numerically stable for large |x|."""
+    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))

@@ -16,15 +16,14 @@ Pure functions over a judge object; nothing here knows about stages or the store
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import math
-
 from selfrefine.models import prompts as P
 from selfrefine.models.dimensions import get_dimension
-from selfrefine.models.judge import AbsoluteItem, PairItem, PairVerdict
+from selfrefine.models.judge import AbsoluteItem, PairItem, PairVerdict, _sigmoid
 
 
 def demonstrations_from_pairs(pairs: Sequence[Any], n: int, seed: int,
@@ -135,7 +134,3 @@ def yes_log_odds(score: Any) -> float:
 def _log_odds(p: float, eps: float = 1e-12) -> float:
     p = min(max(p, eps), 1.0 - eps)
     return math.log(p) - math.log1p(-p)
-
-
-def _sigmoid(x: float) -> float:
-    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))

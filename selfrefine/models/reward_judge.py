@@ -27,7 +27,7 @@ from typing import Any
 from selfrefine.errors import ConfigError, ModelLoadError
 from selfrefine.models import prompts as P
 from selfrefine.models.dimensions import Dimension, get_dimension
-from selfrefine.models.judge import AbsoluteItem, AbsoluteScore, PairItem, PairVerdict, _coerce
+from selfrefine.models.judge import AbsoluteItem, AbsoluteScore, PairItem, PairVerdict, _coerce, _sigmoid
 
 logger = logging.getLogger(__name__)
 
@@ -73,10 +73,6 @@ def encode_reward_input(tokenizer: Any, prompt: str, completion: str) -> tuple[l
     prompt_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
     response_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
     return prompt_ids + response_ids + [tokenizer.eos_token_id], len(prompt_ids)
-
-
-def _sigmoid(x: float) -> float:
-    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
 
 
 def _log_sigmoid(x: float) -> float:
