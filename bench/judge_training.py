@@ -169,15 +169,16 @@ def absolute_accuracy(judge, pairs) -> dict[str, float]:
     `absolute.accuracy` does (within the No band a more confident No scores higher, so the two differ).
     """
     from selfrefine.models.judge import AbsoluteItem
-    from selfrefine.tasks.metrics import absolute_metrics
+    from selfrefine.models.judge_modes import verdicts_from_scores
+    from selfrefine.tasks.metrics import absolute_metrics, pairwise_metrics
 
     items = [AbsoluteItem(context, response, DIMENSION) for context, chosen, rejected in pairs
              for response in (chosen, rejected)]
     scores = judge.score_absolute(items)
     chosen, rejected = scores[0::2], scores[1::2]
-    by_p_yes = [0.5 if c.p_yes == r.p_yes else float(c.p_yes > r.p_yes) for c, r in zip(chosen, rejected)]
+    by_p_yes = pairwise_metrics(verdicts_from_scores(chosen, rejected))["accuracy"]  # as evaluate's absolute reading
     metrics = absolute_metrics(chosen, rejected)
-    return {"accuracy": sum(by_p_yes) / len(by_p_yes), "score_accuracy": metrics["accuracy"],
+    return {"accuracy": by_p_yes, "score_accuracy": metrics["accuracy"],
             "yes_rate_chosen": metrics["yes_rate_chosen"], "yes_rate_rejected": metrics["yes_rate_rejected"],
             "ece": metrics["calibration"]["ece"]}
 
