@@ -1,10 +1,14 @@
 """`score_filter`: turn candidates into a small, confident, diverse set of preference pairs.
 
-1. Absolute score for every candidate (+1 + min logprob for Yes, −1 + min logprob for No).
-2. Per prompt, the best- and worst-scored candidates form a pair (rule `pairing`: prompts with
-   fewer than two distinct candidates, or a margin not above `min_margin`, give none).
-3. Pairwise check in both orders: the judge must prefer the chosen one (`pairwise_check`), and
-   with `require_consistent` in both presentation orders.
+1. Absolute score for every candidate (+1 + min logprob for Yes, −1 + min logprob for No), and its
+   Yes log-odds (log P(Yes) − log P(No)).
+2. Per prompt, the best- and worst-ranked candidates form a pair, ranked by `ranking` (rule
+   `pairing`: prompts with fewer than two distinct candidates, or a margin not above `min_margin`,
+   give none).
+3. Pairwise check (`pairwise_check`): the judge must prefer the chosen one — by the pairwise prompt
+   in both orders (with `require_consistent`, in each order), or with `pairwise_verdicts: absolute`
+   by the two absolute scores already taken (the reading of a judge trained on the absolute prompt
+   only, which has never learnt the pairwise one).
 4. Top-k by score margin (`top_k`), then k-means on sentence embeddings of prompt + chosen with
    at most `per_cluster` pairs per cluster (`diversity`).
 
@@ -19,6 +23,7 @@ import json
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -28,7 +33,7 @@ from selfrefine.tasks.runner import Output, StageContext, StageReturn
 from selfrefine.tasks.selection import FilterReport, diverse_subset, score_summary, top_k
 
 STAGE = "score_filter"
-CODE_VERSION = "1"
+CODE_VERSION = "2"  # 2: yes_log_odds in scores.jsonl; ranking and pairwise_verdicts
 log = logging.getLogger(__name__)
 
 
@@ -41,6 +46,15 @@ class ScoreFilterConfig(BaseModel):
     require_consistent: bool = Field(True, description=(
         "Keep a pair only if the pairwise verdict prefers the chosen response in both orders "
         "(otherwise the mean of both orders must prefer it)."))
+    ranking: Literal["absolute", "yes_log_odds"] = Field("absolute", description=(
+        "What orders a prompt's candidates (and the pairs' margins): 'absolute' = the paper's score (±1 + "
+        "min log-prob of the answer); 'yes_log_odds' = log P(Yes) − log P(No), which also ranks the "
+        "candidates the judge calls bad by how bad (the paper's score ranks a confident No above a hesitant one)."))
+    pairwise_verdicts: Literal["prompt", "absolute"] = Field("prompt", description=(
+        "How the pairwise check judges a pair: 'prompt' = the pairwise prompt in both orders; 'absolute' = "
+        "P(chosen better) = sigmoid of the difference of the two candidates' Yes log-odds (no extra model "
+        "call), for a generative judge trained on absolute prompts only. A reward head compares its two "
+        "rewards either way."))
     top_k: int = Field(64, ge=1, description="Keep the k pairs with the largest margins.")
     n_clusters: int = Field(8, ge=1, description="k-means clusters for diversity.")
     per_cluster: int = Field(4, ge=1, description="At most this many pairs per cluster.")
@@ -51,16 +65,16 @@ class ScoreFilterConfig(BaseModel):
     dimension_definitions: dict[str, str] = dimension_definitions_field()
 
 
-def pair_candidates(rows: Sequence[dict], min_margin: float) -> list[tuple[dict, dict]]:
-    """(best, worst) scored candidate per prompt, in first-seen prompt order."""
+def pair_candidates(rows: Sequence[dict], min_margin: float, key: str = "score") -> list[tuple[dict, dict]]:
+    """(best, worst) candidate per prompt by the row field `key`, in first-seen prompt order."""
     by_prompt: dict[str, list[dict]] = defaultdict(list)
     for row in rows:
         by_prompt[row["prompt_id"]].append(row)
     pairs = []
     for group in by_prompt.values():
-        ranked = sorted(group, key=lambda r: -r["score"])  # stable: ties keep generation order
+        ranked = sorted(group, key=lambda r: -r[key])  # stable: ties keep generation order
         best, worst = ranked[0], ranked[-1]
-        if best["text"] == worst["text"] or best["score"] - worst["score"] <= min_margin:
+        if best["text"] == worst["text"] or best[key] - worst[key] <= min_margin:
             continue
         pairs.append((best, worst))
     return pairs
@@ -73,6 +87,7 @@ def _last_user_turn(context: list[dict]) -> str:
 def run(ctx: StageContext) -> StageReturn:
     from selfrefine.models.embedding import SentenceEmbedder
     from selfrefine.models.judge import AbsoluteItem, PairItem
+    from selfrefine.models.judge_modes import verdicts_from_scores, yes_log_odds
 
     cfg: ScoreFilterConfig = ctx.config
     seed = ctx.seed or 0
@@ -81,18 +96,23 @@ def run(ctx: StageContext) -> StageReturn:
     judge = cfg.judge.load(str(require(ctx.inputs, "judge", STAGE).path), cfg.dimension_definitions)
     scores = judge.score_absolute([AbsoluteItem(r["context"], r["text"], r["dimension"]) for r in rows])
     for row, s in zip(rows, scores):
-        row.update(score=s.score, answer=s.answer, p_yes=s.p_yes)
+        row.update(score=s.score, answer=s.answer, p_yes=s.p_yes, yes_log_odds=yes_log_odds(s))
+    key = "score" if cfg.ranking == "absolute" else "yes_log_odds"
     report = FilterReport()
     prompts = len({r["prompt_id"] for r in rows})
-    paired = pair_candidates(rows, cfg.min_margin)
+    paired = pair_candidates(rows, cfg.min_margin, key)
     report.record("pairing", prompts, len(paired))
 
-    verdicts = judge.compare([PairItem(b["context"], b["text"], w["text"], b["dimension"]) for b, w in paired])
+    if cfg.pairwise_verdicts == "absolute":
+        by_id = {id(row): s for row, s in zip(rows, scores)}
+        verdicts = verdicts_from_scores([by_id[id(b)] for b, _ in paired], [by_id[id(w)] for _, w in paired])
+    else:
+        verdicts = judge.compare([PairItem(b["context"], b["text"], w["text"], b["dimension"]) for b, w in paired])
     agreed = [(p, v) for p, v in zip(paired, verdicts)
               if (v.consistent and v.p_a_forward > 0.5 if cfg.require_consistent else v.p_a > 0.5)]
     report.record("pairwise_check", len(paired), len(agreed))
 
-    margins = [b["score"] - w["score"] for (b, w), _ in agreed]
+    margins = [b[key] - w[key] for (b, w), _ in agreed]
     top = [agreed[i] for i in top_k(margins, cfg.top_k)]
     report.record("top_k", len(agreed), len(top))
 
@@ -100,7 +120,7 @@ def run(ctx: StageContext) -> StageReturn:
     if top:
         texts = [f"{_last_user_turn(b['context'])}\n{b['text']}" for (b, _), _ in top]
         embeddings = SentenceEmbedder(cfg.embedding_model).embed(texts)
-        diversity = diverse_subset(embeddings, [b["score"] - w["score"] for (b, w), _ in top],
+        diversity = diverse_subset(embeddings, [b[key] - w[key] for (b, w), _ in top],
                                    cfg.n_clusters, cfg.per_cluster, seed)
         kept = [top[i] for i in diversity.indices]
     else:

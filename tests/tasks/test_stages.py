@@ -431,6 +431,36 @@ def test_score_filter_report_adds_up_and_kept_pairs_respect_the_limits(chain):
     assert metric_value(metrics, "candidates") == len(scored)
 
 
+def test_score_filter_ranks_by_yes_log_odds_and_checks_pairs_by_the_absolute_scores(chain, monkeypatch):
+    """ranking: yes_log_odds pairs each prompt's highest- against its lowest-log-odds candidate;
+    pairwise_verdicts: absolute confirms a pair by those same two scores, so no paired candidate is
+    rejected by the check and the judge's pairwise prompt is never asked."""
+    from selfrefine.models.judge import Judge
+
+    def no_pairwise_prompt(self, items):
+        raise AssertionError("pairwise_verdicts: absolute must not ask the pairwise prompt")
+
+    monkeypatch.setattr(Judge, "compare", no_pairwise_prompt)
+    config = TINY.score_filter.model_copy(update={"ranking": "yes_log_odds", "pairwise_verdicts": "absolute"})
+    outcome = chain.run("score_filter", config, chain.inputs["score_filter"], chain.new_iteration())
+    scored = read_rows(chain.path(outcome.outputs["scores"]))
+    report = json.loads(chain.path(outcome.outputs["report"]).read_text())
+    pairs = read_jsonl(chain.path(outcome.outputs["pairs"]) / DATA_FILE, "pairs")
+    for r in scored:
+        assert r["yes_log_odds"] == pytest.approx(math.log(r["p_yes"] / (1 - r["p_yes"])), abs=1e-6)
+    pairing, check = report["filter"]["steps"][:2]
+    assert check["rule"] == "pairwise_check" and check["removed"] == 0 and check["before"] == pairing["after"]
+    by_prompt = defaultdict(list)
+    for r in scored:
+        by_prompt[r["prompt_id"]].append(r)
+    assert 0 < pairing["after"] <= sum(len({r["text"] for r in g}) > 1 for g in by_prompt.values())
+    for pair in pairs:
+        group = next(g for g in by_prompt.values() if any(r["text"] == pair.chosen and r["context"] == pair.context
+                                                          for r in g))
+        assert pair.chosen == max(group, key=lambda r: r["yes_log_odds"])["text"]
+        assert pair.rejected == min(group, key=lambda r: r["yes_log_odds"])["text"]
+
+
 def test_policy_round_writes_a_loadable_policy_trained_on_the_filtered_pairs(chain):
     policy = chain.output("policy_round", "policy")
     assert_loadable(policy)
