@@ -15,7 +15,8 @@ consistency, best-of-11 win rate, rationale keep rate, filter keep rate and wall
 rewrite this script's section of bench/RESULTS.md.
 
 --tricks measures the seed paper's judge tricks against the plain generative recipe (the same data,
-the `quality` preset with judge_kind generative): 2-shot demonstrations, chain of thought with
+the `quality` preset with judge_kind generative, trained on the absolute and the pairwise prompt so
+that the side-by-side readings ask it something it learnt): 2-shot demonstrations, chain of thought with
 self-consistency (k=5), absolute vs pairwise best-of-n, each on the iteration-1 judge (only the
 evaluate stage reruns: the stage runner reuses the rest), and STaR-SFT vs STaR-DPO on the
 iteration-2 judge. Tricks are evaluated on --trick-pairs held-out pairs and --trick-bestofn items.
@@ -205,7 +206,8 @@ TRICKS = {
     # name: (label, iterations, overrides on top of the plain generative recipe)
     "plain": ("plain generative judge", 1, []),
     "two_shot": ("2-shot demonstrations", 1, ["evaluate.demonstrations=2"]),
-    "cot_sc5": ("chain of thought, self-consistency k=5", 1, ["evaluate.chain_of_thought={samples: 5}"]),
+    "cot_sc5": ("chain of thought, self-consistency k=5", 1,
+                ["evaluate.pairwise_verdicts=prompt", "evaluate.chain_of_thought={samples: 5}"]),
     "pairwise_bon": ("pairwise best-of-n (knockout)", 1, ["evaluate.bestofn_scoring=pairwise"]),
     "star_sft": ("STaR-SFT (iteration 2)", 2, ["train_judge.rationale_training=sft"]),
     "star_dpo": ("STaR-DPO (iteration 2)", 2, ["train_judge.rationale_training=star_dpo"]),
@@ -215,7 +217,10 @@ TRICKS = {
 def run_tricks(args, data: dict, data_line: str) -> None:
     from selfrefine.flows.self_refine import self_refine
 
-    generative = ["train_judge.judge_kind=generative", f"train_judge.max_seed_pairs={args.trick_seed_pairs}",
+    # The judge also learns the pairwise prompt, so the side-by-side readings (knockout best-of-n,
+    # chain of thought) ask it something it was trained on.
+    generative = ["train_judge.judge_kind=generative", "train_judge.example_kinds=[absolute, pairwise]",
+                  f"train_judge.max_seed_pairs={args.trick_seed_pairs}",
                   f"bootstrap_rationales.max_pairs={args.trick_rationale_pairs}",
                   f"evaluate.max_pairs={args.trick_pairs}", f"evaluate.max_bestofn={args.trick_bestofn}",
                   *args.set]
