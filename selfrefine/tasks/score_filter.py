@@ -113,14 +113,15 @@ def run(ctx: StageContext) -> StageReturn:
     report.record("pairwise_check", len(paired), len(agreed))
 
     margins = [b[key] - w[key] for (b, w), _ in agreed]
-    top = [agreed[i] for i in top_k(margins, cfg.top_k)]
+    top_indices = top_k(margins, cfg.top_k)
+    top = [agreed[i] for i in top_indices]
     report.record("top_k", len(agreed), len(top))
 
     diversity = None
     if top:
         texts = [f"{_last_user_turn(b['context'])}\n{b['text']}" for (b, _), _ in top]
         embeddings = SentenceEmbedder(cfg.embedding_model).embed(texts)
-        diversity = diverse_subset(embeddings, [b[key] - w[key] for (b, w), _ in top],
+        diversity = diverse_subset(embeddings, [margins[i] for i in top_indices],
                                    cfg.n_clusters, cfg.per_cluster, seed)
         kept = [top[i] for i in diversity.indices]
     else:
