@@ -5,7 +5,7 @@ Data (read in place from ../shared/data; nothing is copied into the project):
   rest (about 200) are held out;
 - alpacaeval-bon-dev.jsonl.gz: the first 200 prompts give seed data for `helpful` — for each prompt,
   up to --pairs-per-prompt pairs of a candidate preferred over the reference (preference > 1.5) and
-  one that is not (< 1.5), the clearest first — and are the prompt pool for generation; the
+  one that is not (< 1.5), every combination, the widest preference gap first — and are the prompt pool for generation; the
   remaining prompts, with their 11 candidates each, measure the best-of-11 win rate (random picking
   0.30, perfect picking 0.59).
 
@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import itertools
 import json
 import logging
 import os
@@ -55,14 +56,16 @@ TARGETS = {"accuracy": 0.62, "bon": 0.36}
 # -- data ---------------------------------------------------------------------------------------
 
 def helpful_pairs(rows: list[dict], per_prompt: int) -> list[dict]:
-    """prompt/chosen/rejected records: candidates preferred over the reference against ones that are
-    not, pairing the most preferred with the least preferred first."""
+    """prompt/chosen/rejected records: candidates preferred over the reference (preference > 1.5)
+    against ones that are not (< 1.5), at most `per_prompt` per prompt, the widest preference gaps
+    first. Every (preferred, not preferred) combination of a prompt is a pair, so a prompt with
+    several of each gives several contrasts that share the prompt: the contrast best-of-n asks for."""
     records = []
     for row in rows:
-        ranked = sorted(row["candidates"], key=lambda c: -c["preference"])
-        winners = [c for c in ranked if c["preference"] > 1.5]
-        losers = [c for c in reversed(ranked) if c["preference"] < 1.5]
-        for good, bad in list(zip(winners, losers))[:per_prompt]:
+        winners = [c for c in row["candidates"] if c["preference"] > 1.5]
+        losers = [c for c in row["candidates"] if c["preference"] < 1.5]
+        combos = sorted(itertools.product(winners, losers), key=lambda p: p[1]["preference"] - p[0]["preference"])
+        for good, bad in combos[:per_prompt]:
             records.append({"prompt": row["instruction"], "chosen": good["output"], "rejected": bad["output"],
                             "dimension": "helpful", "source": "alpacaeval"})
     return records

@@ -11,12 +11,16 @@ filtered pairs), optional `rationales` (the previous iteration's kept rationales
 `init_judge` (the previous judge to continue from). Output: `judge` (a `save_pretrained` directory
 with its `training_log.json` and `judge.json`, which names the kind so that later stages load it
 with the right class).
+
+With `keep_best` set, some seed pairs are held back from training and the output is the previous
+judge unless the new one judges them better (`judge_gate`).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -28,6 +32,7 @@ from selfrefine.models.judge_kind import JudgeKind
 from selfrefine.models.training.config import DPORecipeConfig, SFTRecipeConfig
 from selfrefine.models.training.reward_config import RewardRecipeConfig
 from selfrefine.tasks.common import dimension_definitions_field, inputs_with_prefix, model_fingerprint, read_pairs, sample
+from selfrefine.tasks.judge_gate import KeepBestConfig
 from selfrefine.tasks.runner import Output, StageContext, StageReturn
 
 STAGE = "train_judge"
@@ -76,6 +81,9 @@ class TrainJudgeConfig(BaseModel):
     reward_recipe: RewardRecipeConfig = Field(default_factory=RewardRecipeConfig, description=(
         "The reward-head recipe for judge_kind='reward_head' (TRL RewardTrainer; GRM, MORE, head shape). "
         "Pairs are fitted to max_prompt_tokens by cutting the oldest context turns."))
+    keep_best: KeepBestConfig | None = Field(None, description=(
+        "Hold back some seed pairs from training and output the previous judge instead of the new "
+        "one unless the new one judges them better (see `judge_gate`); None = always the new judge."))
     dimension_definitions: dict[str, str] = dimension_definitions_field()
 
     @model_validator(mode="after")
@@ -148,24 +156,48 @@ def read_rationale_examples(inputs, name: Literal["sft", "dpo"]) -> list[dict]:
 
 
 def run(ctx: StageContext) -> StageReturn:
-    from datasets import Dataset
-
-    from selfrefine.models.judge_kind import write_judge_info
     from selfrefine.models.loading import load_tokenizer
-    from selfrefine.models.training.dpo import train_star_dpo
-    from selfrefine.models.training.sft import train_sft
+    from selfrefine.tasks import judge_gate
 
     cfg: TrainJudgeConfig = ctx.config
     seed = ctx.seed or 0
     init = ctx.inputs.get("init_judge")
     continuing = init is not None and cfg.continue_from_previous
     start = str(init.path) if continuing else cfg.base_model
-    seed_pairs = sample(read_pairs(inputs_with_prefix(ctx.inputs, "seed_pairs"), cfg.dimension_definitions),
-                        seed_pair_limit(cfg, continuing=continuing), seed)
+    all_seed_pairs = read_pairs(inputs_with_prefix(ctx.inputs, "seed_pairs"), cfg.dimension_definitions)
+    validation: list[PreferencePair] = []
+    if cfg.keep_best is not None:
+        all_seed_pairs, validation = judge_gate.split_validation(all_seed_pairs, cfg.keep_best.validation_pairs)
+    seed_pairs = sample(all_seed_pairs, seed_pair_limit(cfg, continuing=continuing), seed)
     self_pairs = sample(read_pairs(inputs_with_prefix(ctx.inputs, "self_pairs"), cfg.dimension_definitions), cfg.max_self_pairs, seed)
     tokenizer = load_tokenizer(start)
-    if cfg.judge_kind == "reward_head":
-        return _run_reward_head(ctx, start, seed_pairs + self_pairs, len(seed_pairs), len(self_pairs), tokenizer)
+    train = _train_reward_head if cfg.judge_kind == "reward_head" else _train_generative
+    judge_dir, meta, metrics = train(ctx, start, seed_pairs, self_pairs, tokenizer)
+    meta = {"started_from": "init_judge" if start != cfg.base_model else cfg.base_model, **meta}
+    if cfg.keep_best is not None:
+        previous = init.path if init is not None else None
+        decision = judge_gate.gate(judge_dir, previous, validation, cfg.keep_best, cfg.dimension_definitions)
+        judge_dir = judge_gate.output_dir_for(decision, judge_dir, previous, ctx.out_dir)
+        meta |= {"validation_pairs": len(validation), **decision.meta()}
+        metrics += decision.metrics()
+    return StageReturn({"judge": Output(judge_dir, "model", meta)}, metrics)
+
+
+# (judge directory, artifact meta, metrics) of one training
+Trained = tuple[Path, dict, list]
+
+
+def _train_generative(ctx: StageContext, start: str, seed_pairs: list[PreferencePair],
+                      self_pairs: list[PreferencePair], tokenizer) -> Trained:
+    """The `generative` kind: SFT on the evaluation prompts (and kept rationales), then STaR-DPO."""
+    from datasets import Dataset
+
+    from selfrefine.models.judge_kind import write_judge_info
+    from selfrefine.models.training.dpo import train_star_dpo
+    from selfrefine.models.training.sft import train_sft
+
+    cfg: TrainJudgeConfig = ctx.config
+    seed = ctx.seed or 0
     examples, turns_cut = build_judge_examples(
         seed_pairs + self_pairs, cfg.example_kinds, tokenizer=tokenizer,
         max_prompt_tokens=cfg.max_prompt_tokens, extra_dimensions=cfg.dimension_definitions)
@@ -190,15 +222,14 @@ def run(ctx: StageContext) -> StageReturn:
         metrics += [("star_dpo_pairs", float(len(rationale_pairs)), {}),
                     ("star_dpo_seconds", float(dpo.seconds), {})]
     write_judge_info(judge_dir, "generative")
-    meta = {"judge_kind": "generative", "started_from": "init_judge" if start != cfg.base_model else cfg.base_model,
-            "examples": len(examples), "seed_pairs": len(seed_pairs), "self_pairs": len(self_pairs),
-            "rationales": len(rationale_examples), "star_dpo_pairs": len(rationale_pairs),
-            "turns_cut": turns_cut, "final_loss": final_loss}
-    return StageReturn({"judge": Output(judge_dir, "model", meta)}, metrics)
+    meta = {"judge_kind": "generative", "examples": len(examples), "seed_pairs": len(seed_pairs),
+            "self_pairs": len(self_pairs), "rationales": len(rationale_examples),
+            "star_dpo_pairs": len(rationale_pairs), "turns_cut": turns_cut, "final_loss": final_loss}
+    return judge_dir, meta, metrics
 
 
-def _run_reward_head(ctx: StageContext, start: str, pairs: list[PreferencePair], n_seed: int, n_self: int,
-                     tokenizer) -> StageReturn:
+def _train_reward_head(ctx: StageContext, start: str, seed_pairs: list[PreferencePair],
+                       self_pairs: list[PreferencePair], tokenizer) -> Trained:
     """The `reward_head` kind: Bradley–Terry training of a scalar head (GRM / MORE per the recipe)."""
     from datasets import Dataset
 
@@ -209,16 +240,17 @@ def _run_reward_head(ctx: StageContext, start: str, pairs: list[PreferencePair],
     recipe = cfg.reward_recipe.model_copy(update={"seed": seed})
     if "rationales" in ctx.inputs:
         log.info("train_judge: a reward_head judge does not train on STaR rationales; the rationales input is unused")
-    rows, turns_cut = reward_rows(pairs, tokenizer, min(cfg.max_prompt_tokens, recipe.max_length),
+    rows, turns_cut = reward_rows(seed_pairs + self_pairs, tokenizer, min(cfg.max_prompt_tokens, recipe.max_length),
                                   cfg.dimension_definitions)
-    log.info("train_judge: reward head on %d pairs (%d seed, %d self) from %s", len(rows), n_seed, n_self, start)
+    log.info("train_judge: reward head on %d pairs (%d seed, %d self) from %s", len(rows), len(seed_pairs),
+             len(self_pairs), start)
     judge_dir = ctx.out_dir / "judge"
     result = train_reward_head(start, Dataset.from_list(rows), judge_dir, recipe)
     final_loss = result.loss_history[-1][1] if result.loss_history else float("nan")
     metrics = [("train_examples", float(len(rows)), {}), ("final_loss", float(final_loss), {}),
                ("train_seconds", float(result.seconds), {}), ("turns_cut", float(turns_cut), {})]
-    meta = {"judge_kind": "reward_head", "started_from": "init_judge" if start != cfg.base_model else cfg.base_model,
-            "examples": len(rows), "seed_pairs": n_seed, "self_pairs": n_self, "rationales": 0,
-            "star_dpo_pairs": 0, "turns_cut": turns_cut, "final_loss": final_loss,
-            "grm": recipe.grm.regularizer if recipe.grm else None, "more": recipe.more is not None}
-    return StageReturn({"judge": Output(judge_dir, "model", meta)}, metrics)
+    meta = {"judge_kind": "reward_head", "examples": len(rows), "seed_pairs": len(seed_pairs),
+            "self_pairs": len(self_pairs), "rationales": 0, "star_dpo_pairs": 0, "turns_cut": turns_cut,
+            "final_loss": final_loss, "grm": recipe.grm.regularizer if recipe.grm else None,
+            "more": recipe.more is not None}
+    return judge_dir, meta, metrics

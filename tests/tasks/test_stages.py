@@ -837,3 +837,61 @@ def test_a_continued_judge_replays_a_sample_of_the_seed_pairs(chain):
                           chain.new_iteration())
     meta = chain.artifact(continued.outputs["judge"]).meta
     assert meta["seed_pairs"] == 3 and meta["started_from"] == "init_judge"
+
+
+# -- keep-best gating ----------------------------------------------------------------------------
+
+
+def _keep_best(**settings):
+    from selfrefine.tasks.judge_gate import KeepBestConfig
+
+    return KeepBestConfig(**{"validation_pairs": 3, "judge": JudgeSettings(dtype="float32"), **settings})
+
+
+def test_keep_best_holds_back_the_same_seed_pairs_and_keeps_the_previous_judge_unless_beaten(chain):
+    """The held-back pairs never train a judge; with a gain no accuracy can reach, the stage outputs
+    the previous judge's bytes and records both validation accuracies."""
+    config = chain.configs["train_judge"].model_copy(update={"keep_best": _keep_best(min_gain=0.99)})
+    seed_items = len(read_jsonl(chain.output("ingest_data", "seed_pairs_0") / DATA_FILE, "pairs"))
+    first = chain.run("train_judge", config, chain.inputs["train_judge"], chain.new_iteration())
+    first_meta = chain.artifact(first.outputs["judge"]).meta
+    assert first_meta["seed_pairs"] == seed_items - 3 and first_meta["validation_pairs"] == 3
+    assert 0.0 <= first_meta["validation_accuracy_new"] <= 1.0
+    assert first_meta["validation_accuracy_previous"] is None and not first_meta["kept_previous_judge"]
+
+    previous = chain.outcomes["train_judge"].outputs["judge"]
+    second = chain.run("train_judge", config, {**chain.inputs["train_judge"], "init_judge": previous},
+                       chain.new_iteration())
+    art = chain.artifact(second.outputs["judge"])
+    assert art.sha256 == chain.artifact(previous).sha256
+    assert art.meta["kept_previous_judge"] and art.meta["started_from"] == "init_judge"
+    rows = chain.metrics(second.stage_run_id)
+    assert metric_value(rows, "kept_previous_judge") == 1.0
+    assert {m.labels["judge"] for m in rows if m.name == "validation_accuracy"} == {"new", "previous"}
+    assert_loadable(chain.path(second.outputs["judge"]))
+
+
+def test_keep_best_outputs_the_new_judge_when_it_judges_the_held_back_pairs_better(chain, monkeypatch):
+    from selfrefine.tasks import judge_gate
+
+    previous = chain.outcomes["train_judge"].outputs["judge"]
+    previous_path = chain.path(previous)
+    # Accuracy by judge directory: the previous judge 0.5, the one trained here 0.75.
+    monkeypatch.setattr(judge_gate, "validation_accuracy",
+                        lambda d, *a, **k: 0.5 if Path(d) == previous_path else 0.75)
+    for min_gain, kept in ((0.1, False), (0.3, True)):
+        config = chain.configs["train_judge"].model_copy(update={"keep_best": _keep_best(min_gain=min_gain)})
+        out = chain.run("train_judge", config, {**chain.inputs["train_judge"], "init_judge": previous},
+                        chain.new_iteration())
+        art = chain.artifact(out.outputs["judge"])
+        assert art.meta["kept_previous_judge"] is kept
+        assert (art.sha256 == chain.artifact(previous).sha256) is kept
+        assert (art.meta["validation_accuracy_new"], art.meta["validation_accuracy_previous"]) == (0.75, 0.5)
+
+
+def test_keep_best_with_no_seed_pair_left_to_train_on_fails_clearly(chain):
+    from selfrefine.errors import ConfigError
+
+    config = chain.configs["train_judge"].model_copy(update={"keep_best": _keep_best(validation_pairs=100)})
+    with pytest.raises(ConfigError, match="validation_pairs=100 leaves no seed pair"):
+        chain.run("train_judge", config, chain.inputs["train_judge"], chain.new_iteration())

@@ -1,0 +1,118 @@
+"""Keep-best gating for `train_judge`: a new judge replaces the previous one only when it judges
+held-back seed pairs better.
+
+Self-generated pairs are noisy, and continued training on them can make a judge worse. With
+`keep_best` set, `train_judge` holds back the same `validation_pairs` seed pairs in every
+iteration (chosen by content id, so neither the stage seed nor the replay sample moves them),
+trains on the rest, then measures the new judge and the previous one on the held-back pairs; the
+stage's `judge` output is whichever measures better, the previous one on a tie. Both figures are
+recorded as the stage's metrics and in the judge artifact's meta, so the audit shows why a judge
+was kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from selfrefine.data import PreferencePair
+from selfrefine.errors import ConfigError
+from selfrefine.tasks.common import JudgeSettings
+
+log = logging.getLogger(__name__)
+
+
+class KeepBestConfig(BaseModel):
+    """How a new judge is compared with the previous one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    validation_pairs: int = Field(120, ge=1, description=(
+        "Seed pairs held back from every iteration's training (the same ones each time: the lowest "
+        "content ids) to compare the new judge with the previous one."))
+    min_gain: float = Field(0.0, ge=0.0, lt=1.0, description=(
+        "The new judge replaces the previous one only when its validation accuracy is higher by more "
+        "than this."))
+    pairwise_verdicts: Literal["prompt", "absolute"] = Field("prompt", description=(
+        "How a validation pair is judged, as evaluate.pairwise_verdicts: the pairwise prompt in both "
+        "orders, or the absolute Yes/No question for each response (a generative judge trained on "
+        "absolute prompts). A reward head compares its two rewards either way."))
+    judge: JudgeSettings = Field(default_factory=JudgeSettings, description="How both judges are loaded to be compared.")
+
+
+def split_validation(pairs: Sequence[PreferencePair], n: int) -> tuple[list[PreferencePair], list[PreferencePair]]:
+    """(training pairs, validation pairs): the `n` pairs with the lowest content ids are held back.
+
+    The choice depends on the pairs' content only, so every iteration holds back the same pairs."""
+    if n >= len(pairs):
+        raise ConfigError(f"train_judge.keep_best.validation_pairs={n} leaves no seed pair to train on ({len(pairs)} in all); "
+                         "lower it or give more seed pairs")
+    held = set(sorted(p.id for p in pairs)[:n])
+    return [p for p in pairs if p.id not in held], [p for p in pairs if p.id in held]
+
+
+def validation_accuracy(judge_dir: Path | str, pairs: Sequence[PreferencePair], cfg: KeepBestConfig,
+                        dimension_definitions: dict[str, str] | None = None) -> float:
+    """Pairwise accuracy of the judge in `judge_dir` on `pairs` (ties count half, as in evaluate)."""
+    import gc
+
+    from selfrefine.tasks.evaluate import evaluate_judge
+
+    judge = cfg.judge.load(str(judge_dir), dimension_definitions)
+    try:
+        result = evaluate_judge(judge, list(pairs), [], pairwise_verdicts=cfg.pairwise_verdicts)
+    finally:
+        del judge
+        gc.collect()
+    return float(result["pairwise"]["accuracy"])
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """The outcome of comparing a new judge with the previous one on the validation pairs."""
+
+    new_accuracy: float
+    previous_accuracy: float | None
+    kept_previous: bool
+
+    def metrics(self) -> list[tuple[str, float, dict]]:
+        rows = [("validation_accuracy", self.new_accuracy, {"judge": "new"})]
+        if self.previous_accuracy is not None:
+            rows += [("validation_accuracy", self.previous_accuracy, {"judge": "previous"}),
+                     ("kept_previous_judge", float(self.kept_previous), {})]
+        return rows
+
+    def meta(self) -> dict:
+        return {"validation_accuracy_new": self.new_accuracy, "validation_accuracy_previous": self.previous_accuracy,
+                "kept_previous_judge": self.kept_previous}
+
+
+def gate(new_dir: Path, previous_dir: Path | None, pairs: Sequence[PreferencePair], cfg: KeepBestConfig,
+         dimension_definitions: dict[str, str] | None = None) -> GateDecision:
+    """Measure the new judge (and the previous one, when there is one) on the validation pairs."""
+    new = validation_accuracy(new_dir, pairs, cfg, dimension_definitions)
+    if previous_dir is None:
+        log.info("train_judge: validation accuracy %.3f on %d held-back pairs (no previous judge)", new, len(pairs))
+        return GateDecision(new, None, False)
+    previous = validation_accuracy(previous_dir, pairs, cfg, dimension_definitions)
+    kept = not new > previous + cfg.min_gain
+    log.info("train_judge: validation accuracy new %.3f, previous %.3f on %d held-back pairs: %s", new, previous,
+             len(pairs), "keeping the previous judge" if kept else "the new judge replaces it")
+    return GateDecision(new, previous, kept)
+
+
+def output_dir_for(decision: GateDecision, new_dir: Path, previous_dir: Path | None, out_dir: Path) -> Path:
+    """The directory the stage outputs as its `judge`: the new one, or a copy of the previous one
+    (the artifact store keeps one copy of equal bytes, so the copy costs no storage)."""
+    if not decision.kept_previous or previous_dir is None:
+        return new_dir
+    kept = out_dir / "kept_judge"
+    shutil.copytree(previous_dir, kept)
+    shutil.rmtree(new_dir)
+    return kept
