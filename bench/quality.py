@@ -149,14 +149,28 @@ def fmt(value, digits: int = 3) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
-def main_table(rows: list[dict], rationale_pairs: list[float | None]) -> list[str]:
+def judge_choice(run_id: str, iteration: int) -> str:
+    """Which judge the iteration used under keep_best, with the validation accuracies behind it."""
+    new = stage_metric(run_id, iteration, "train_judge", "validation_accuracy_new")
+    previous = stage_metric(run_id, iteration, "train_judge", "validation_accuracy_previous")
+    if new is None:
+        return "new (no keep_best)"
+    if previous is None:
+        return f"new ({new:.3f})"
+    if stage_metric(run_id, iteration, "train_judge", "kept_previous_judge"):
+        return f"previous kept ({previous:.3f}; new {new:.3f})"
+    return f"new ({new:.3f}; previous {previous:.3f})"
+
+
+def main_table(rows: list[dict], rationale_pairs: list[float | None], judges: list[str]) -> list[str]:
     lines = ["| iteration | held-out accuracy | ECE | position consistency | best-of-11 win rate "
-             "| rationale keep rate | filter keep rate | wall time |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r, n in zip(rows, rationale_pairs):
+             "| rationale keep rate | filter keep rate | judge (validation accuracy) | wall time |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r, n, judge in zip(rows, rationale_pairs, judges):
         keep = fmt(r["rationale_keep"]) if n else "— (no rationales)"
         lines.append(f"| {r['iteration']} | {fmt(r['accuracy'])} | {fmt(r['ece'])} | {fmt(r['consistency'], 2)} "
-                     f"| {fmt(r['bon'])} | {keep} | {fmt(r['filter_keep'], 2)} | {r['seconds'] / 60:.1f} min |")
+                     f"| {fmt(r['bon'])} | {keep} | {fmt(r['filter_keep'], 2)} | {judge} "
+                     f"| {r['seconds'] / 60:.1f} min |")
     return lines
 
 
@@ -186,7 +200,7 @@ def run_loop(args, data: dict, data_line: str) -> None:
     wall = time.perf_counter() - start
     rows = iteration_table(run_id)
     rationale_pairs = [stage_metric(run_id, r["iteration"], "bootstrap_rationales", "pairs") for r in rows]
-    lines = main_table(rows, rationale_pairs)
+    lines = main_table(rows, rationale_pairs, [judge_choice(run_id, r["iteration"]) for r in rows])
     print("\n".join(lines))
     checks = verdicts(rows)
     print("\n".join(checks))

@@ -27,6 +27,9 @@ SUMMARY_METRICS = (
     ("rationale keep", "bootstrap_rationales", "keep_rate"),
     ("filter keep", "score_filter", "keep_rate"),
     ("judge loss", "train_judge", "final_loss"),
+    # With train_judge.keep_best: the new judge on the held-back seed pairs, and whether it lost.
+    ("judge val acc", "train_judge", "validation_accuracy_new"),
+    ("kept prev judge", "train_judge", "kept_previous_judge"),
 )
 
 

@@ -82,9 +82,9 @@ class GateDecision:
     kept_previous: bool
 
     def metrics(self) -> list[tuple[str, float, dict]]:
-        rows = [("validation_accuracy", self.new_accuracy, {"judge": "new"})]
+        rows = [("validation_accuracy_new", self.new_accuracy, {})]
         if self.previous_accuracy is not None:
-            rows += [("validation_accuracy", self.previous_accuracy, {"judge": "previous"}),
+            rows += [("validation_accuracy_previous", self.previous_accuracy, {}),
                      ("kept_previous_judge", float(self.kept_previous), {})]
         return rows
 

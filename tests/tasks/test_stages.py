@@ -867,7 +867,8 @@ def test_keep_best_holds_back_the_same_seed_pairs_and_keeps_the_previous_judge_u
     assert art.meta["kept_previous_judge"] and art.meta["started_from"] == "init_judge"
     rows = chain.metrics(second.stage_run_id)
     assert metric_value(rows, "kept_previous_judge") == 1.0
-    assert {m.labels["judge"] for m in rows if m.name == "validation_accuracy"} == {"new", "previous"}
+    assert (metric_value(rows, "validation_accuracy_new"), metric_value(rows, "validation_accuracy_previous")) == (
+        art.meta["validation_accuracy_new"], art.meta["validation_accuracy_previous"])
     assert_loadable(chain.path(second.outputs["judge"]))
 
 
