@@ -2,7 +2,7 @@
 held-back seed pairs better.
 
 Self-generated pairs are noisy, and continued training on them can make a judge worse. With
-`keep_best` set, `train_judge` holds back the same `validation_pairs` seed pairs in every
+`keep_best` set, `train_judge` holds back the same share of the seed pairs in every
 iteration (chosen by content id, so neither the stage seed nor the replay sample moves them),
 trains on the rest, then measures the new judge and the previous one on the held-back pairs; the
 stage's `judge` output is whichever measures better, the previous one on a tie. Both figures are
@@ -33,9 +33,9 @@ class KeepBestConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    validation_pairs: int = Field(120, ge=1, description=(
-        "Seed pairs held back from every iteration's training (the same ones each time: the lowest "
-        "content ids) to compare the new judge with the previous one."))
+    validation_fraction: float = Field(0.1, gt=0.0, lt=1.0, description=(
+        "Share of the seed pairs held back from every iteration's training (the same ones each time: "
+        "the lowest content ids, at least one) to compare the new judge with the previous one."))
     min_gain: float = Field(0.0, ge=0.0, lt=1.0, description=(
         "The new judge replaces the previous one only when its validation accuracy is higher by more "
         "than this."))
@@ -46,13 +46,14 @@ class KeepBestConfig(BaseModel):
     judge: JudgeSettings = Field(default_factory=JudgeSettings, description="How both judges are loaded to be compared.")
 
 
-def split_validation(pairs: Sequence[PreferencePair], n: int) -> tuple[list[PreferencePair], list[PreferencePair]]:
-    """(training pairs, validation pairs): the `n` pairs with the lowest content ids are held back.
-
-    The choice depends on the pairs' content only, so every iteration holds back the same pairs."""
+def split_validation(pairs: Sequence[PreferencePair], fraction: float) -> tuple[list[PreferencePair], list[PreferencePair]]:
+    """(training pairs, validation pairs): the `fraction` of pairs with the lowest content ids (at
+    least one) are held back. The choice depends on the pairs' content only, so every iteration
+    holds back the same pairs."""
+    n = max(1, round(fraction * len(pairs)))
     if n >= len(pairs):
-        raise ConfigError(f"train_judge.keep_best.validation_pairs={n} leaves no seed pair to train on ({len(pairs)} in all); "
-                         "lower it or give more seed pairs")
+        raise ConfigError(f"train_judge.keep_best holds back {n} of {len(pairs)} seed pairs and leaves none to train "
+                          "on; give more seed pairs or set keep_best: null")
     held = set(sorted(p.id for p in pairs)[:n])
     return [p for p in pairs if p.id not in held], [p for p in pairs if p.id in held]
 

@@ -167,7 +167,7 @@ def run(ctx: StageContext) -> StageReturn:
     all_seed_pairs = read_pairs(inputs_with_prefix(ctx.inputs, "seed_pairs"), cfg.dimension_definitions)
     validation: list[PreferencePair] = []
     if cfg.keep_best is not None:
-        all_seed_pairs, validation = judge_gate.split_validation(all_seed_pairs, cfg.keep_best.validation_pairs)
+        all_seed_pairs, validation = judge_gate.split_validation(all_seed_pairs, cfg.keep_best.validation_fraction)
     seed_pairs = sample(all_seed_pairs, seed_pair_limit(cfg, continuing=continuing), seed)
     self_pairs = sample(read_pairs(inputs_with_prefix(ctx.inputs, "self_pairs"), cfg.dimension_definitions), cfg.max_self_pairs, seed)
     tokenizer = load_tokenizer(start)

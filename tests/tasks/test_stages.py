@@ -845,7 +845,7 @@ def test_a_continued_judge_replays_a_sample_of_the_seed_pairs(chain):
 def _keep_best(**settings):
     from selfrefine.tasks.judge_gate import KeepBestConfig
 
-    return KeepBestConfig(**{"validation_pairs": 3, "judge": JudgeSettings(dtype="float32"), **settings})
+    return KeepBestConfig(**{"validation_fraction": 0.25, "judge": JudgeSettings(dtype="float32"), **settings})
 
 
 def test_keep_best_holds_back_the_same_seed_pairs_and_keeps_the_previous_judge_unless_beaten(chain):
@@ -855,7 +855,8 @@ def test_keep_best_holds_back_the_same_seed_pairs_and_keeps_the_previous_judge_u
     seed_items = len(read_jsonl(chain.output("ingest_data", "seed_pairs_0") / DATA_FILE, "pairs"))
     first = chain.run("train_judge", config, chain.inputs["train_judge"], chain.new_iteration())
     first_meta = chain.artifact(first.outputs["judge"]).meta
-    assert first_meta["seed_pairs"] == seed_items - 3 and first_meta["validation_pairs"] == 3
+    held_back = round(0.25 * seed_items)
+    assert first_meta["seed_pairs"] == seed_items - held_back and first_meta["validation_pairs"] == held_back > 0
     assert 0.0 <= first_meta["validation_accuracy_new"] <= 1.0
     assert first_meta["validation_accuracy_previous"] is None and not first_meta["kept_previous_judge"]
 
@@ -893,6 +894,8 @@ def test_keep_best_outputs_the_new_judge_when_it_judges_the_held_back_pairs_bett
 def test_keep_best_with_no_seed_pair_left_to_train_on_fails_clearly(chain):
     from selfrefine.errors import ConfigError
 
-    config = chain.configs["train_judge"].model_copy(update={"keep_best": _keep_best(validation_pairs=100)})
-    with pytest.raises(ConfigError, match="validation_pairs=100 leaves no seed pair"):
-        chain.run("train_judge", config, chain.inputs["train_judge"], chain.new_iteration())
+    ingest_one, _ = ingest.prepare({"seed_pairs_0": ("pairs", DataSource(kind="demo", limit=1))})
+    one_pair = chain.run("ingest_data", ingest_one, {}, chain.new_iteration()).outputs["seed_pairs_0"]
+    config = chain.configs["train_judge"].model_copy(update={"keep_best": _keep_best()})
+    with pytest.raises(ConfigError, match="holds back 1 of 1 seed pairs and leaves none to train on"):
+        chain.run("train_judge", config, {"seed_pairs_0": one_pair}, chain.new_iteration())
