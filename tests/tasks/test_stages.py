@@ -899,3 +899,26 @@ def test_keep_best_with_no_seed_pair_left_to_train_on_fails_clearly(chain):
     config = chain.configs["train_judge"].model_copy(update={"keep_best": _keep_best()})
     with pytest.raises(ConfigError, match="holds back 1 of 1 seed pairs and leaves none to train on"):
         chain.run("train_judge", config, {"seed_pairs_0": one_pair}, chain.new_iteration())
+
+
+def test_evaluate_takes_over_the_previous_figures_only_when_judge_data_and_settings_are_unchanged(
+        chain, monkeypatch):
+    first = chain.outcomes["evaluate"].outputs["metrics"]
+    before = json.loads(chain.path(first).read_text())
+    inputs = {**chain.inputs["evaluate"], "previous_metrics": first}
+    loads = []
+    real_load = JudgeSettings.load
+    monkeypatch.setattr(JudgeSettings, "load", lambda self, *a, **k: loads.append(a) or real_load(self, *a, **k))
+
+    same = chain.run("evaluate", chain.configs["evaluate"], inputs, chain.new_iteration())
+    after = json.loads(chain.path(same.outputs["metrics"]).read_text())
+    assert loads == []  # no judge was loaded, no response scored
+    assert after["headline"] == before["headline"] and after["measured"] == before["measured"]
+    assert set(after["delta"].values()) == {0.0}
+    assert metric_value(chain.metrics(same.stage_run_id), "pairwise_accuracy") == before["pairwise"]["accuracy"]
+
+    # Another judge (the policy checkpoint) is measured afresh.
+    other = chain.run("evaluate", chain.configs["evaluate"],
+                      {**inputs, "judge": chain.outcomes["policy_round"].outputs["policy"]}, chain.new_iteration())
+    assert len(loads) == 1
+    assert json.loads(chain.path(other.outputs["metrics"]).read_text())["measured"] != before["measured"]
