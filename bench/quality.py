@@ -129,6 +129,11 @@ def iteration_table(run_id: str) -> list[dict]:
 
 
 def stage_metric(run_id: str, iteration: int, stage: str, name: str) -> float | None:
+    return stage_metrics(run_id, iteration, stage).get(name)
+
+
+def stage_metrics(run_id: str, iteration: int, stage: str) -> dict[str, float]:
+    """The unlabelled metrics of `stage` in `iteration` (of the run that produced it, if reused)."""
     from selfrefine.storage import repository as repo
     from selfrefine.storage.engine import default_store
 
@@ -140,9 +145,8 @@ def stage_metric(run_id: str, iteration: int, stage: str, name: str) -> float | 
             for sr in repo.stage_runs_of(s, it.id):
                 if sr.stage == stage:
                     producer = repo.producing_stage_run(s, sr)
-                    values = {m.name: m.value for m in repo.metrics_of(s, producer.id) if not m.labels}
-                    return values.get(name)
-    return None
+                    return {m.name: m.value for m in repo.metrics_of(s, producer.id) if not m.labels}
+    return {}
 
 
 def fmt(value, digits: int = 3) -> str:
@@ -151,13 +155,13 @@ def fmt(value, digits: int = 3) -> str:
 
 def judge_choice(run_id: str, iteration: int) -> str:
     """Which judge the iteration used under keep_best, with the validation accuracies behind it."""
-    new = stage_metric(run_id, iteration, "train_judge", "validation_accuracy_new")
-    previous = stage_metric(run_id, iteration, "train_judge", "validation_accuracy_previous")
+    values = stage_metrics(run_id, iteration, "train_judge")
+    new, previous = values.get("validation_accuracy_new"), values.get("validation_accuracy_previous")
     if new is None:
         return "new (no keep_best)"
     if previous is None:
         return f"new ({new:.3f})"
-    if stage_metric(run_id, iteration, "train_judge", "kept_previous_judge"):
+    if values.get("kept_previous_judge"):
         return f"previous kept ({previous:.3f}; new {new:.3f})"
     return f"new ({new:.3f}; previous {previous:.3f})"
 
