@@ -1,0 +1,152 @@
+"""Do the two dimensions' seed pairs help or hurt each other in one reward head?
+
+The `quality` loop trains one Bradley–Terry reward head on hh-rlhf harmless pairs and AlpacaEval
+helpful pairs together (the dimension is named in the head's prompt). More helpful pairs should
+raise best-of-11; this measures what they cost the harmless judgement. Three heads, each from the
+packaged model with the `quality` preset's reward recipe (last 8 blocks, lr 5e-5, one epoch, 8 pairs
+per step, cosine), trained on:
+
+- harmless: the first 800 valid hh-rlhf harmless pairs;
+- helpful: AlpacaEval pairs from the first 200 prompts, up to --pairs-per-prompt per prompt, built as
+  bench/quality.py builds them (a candidate preferred over the reference against one that is not,
+  widest preference gap first);
+- both: the two sets together, as the loop's iteration 1 trains (without its held-back tenth).
+
+Each head is measured through `tasks.evaluate.evaluate_judge` on the held-out hh-rlhf harmless pairs
+(pairwise accuracy) and on best-of-11 over the remaining 203 AlpacaEval prompts (win rate), both
+scored at 768 tokens as the preset's evaluate stage does. Data is read in place from ../shared/data.
+
+    python bench/dimension_mix.py [--pairs-per-prompt 10] [--sets harmless,helpful,both]
+
+About 40 minutes on two cores with AMX at the default 10 pairs per prompt. Full runs write this
+script's section of bench/RESULTS.md; --limit-train/--n-eval runs are smoke runs and leave it alone.
+
+Last line: RESULT harmless_acc=… harmless_bon=… helpful_acc=… helpful_bon=… both_acc=… both_bon=…
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from judges import train_reward  # noqa: E402
+from quality import ALPACA, HH, helpful_pairs, write_jsonl  # noqa: E402
+from results_file import write_section  # noqa: E402
+
+SETS = ("harmless", "helpful", "both")
+SECTION = "bench/dimension_mix.py"
+N_HARMLESS = 800
+N_PROMPTS = 200
+
+
+def load_data(tmp: Path, per_prompt: int, limit_train: int | None, n_eval: int | None):
+    """Training pairs by set, the held-out harmless pairs and the best-of-11 items."""
+    from selfrefine.data import DataSource, load_bestofn, load_pairs
+
+    with gzip.open(ALPACA, "rt", encoding="utf-8") as f:
+        alpaca = [json.loads(line) for line in f if line.strip()]
+    helpful_file = write_jsonl(tmp / "helpful-pairs.jsonl", helpful_pairs(alpaca[:N_PROMPTS], per_prompt))
+    hh = DataSource(kind="local", path=str(HH), dimension="harmless", source="hh-rlhf/harmless-base",
+                    on_invalid="skip")
+    harmless = load_pairs(hh.model_copy(update={"limit": N_HARMLESS}))[:limit_train]
+    helpful = load_pairs(DataSource(kind="local", path=str(helpful_file)))[:limit_train]
+    held_out = load_pairs(hh.model_copy(update={"skip": N_HARMLESS}))[:n_eval]
+    bestofn = load_bestofn(DataSource(kind="local", path=str(ALPACA), dimension="helpful", source="alpacaeval",
+                                      skip=N_PROMPTS))[:n_eval]
+    return {"harmless": harmless, "helpful": helpful, "both": harmless + helpful}, held_out, bestofn
+
+
+def measure(path: Path, held_out, bestofn) -> dict:
+    from selfrefine.models.judge_kind import load_judge
+    from selfrefine.tasks.evaluate import evaluate_judge
+
+    start = time.perf_counter()
+    result = evaluate_judge(load_judge(str(path), max_length=768, batch_size=16), held_out, bestofn)
+    return {"accuracy": result["pairwise"]["accuracy"], "bon": result["bestofn"]["win_rate"],
+            "random": result["bestofn"]["random_win_rate"], "oracle": result["bestofn"]["oracle_win_rate"],
+            "eval_seconds": time.perf_counter() - start}
+
+
+def longest_rule(bestofn) -> float:
+    """Best-of-11 win rate of always picking the longest candidate (characters)."""
+    from selfrefine.tasks.metrics import best_of_n_metrics
+
+    return best_of_n_metrics(bestofn, [[len(c.output) for c in item.candidates] for item in bestofn])["win_rate"]
+
+
+def table(rows: dict[str, dict]) -> list[str]:
+    lines = ["| trained on | pairs (that fit max_length) | harmless held-out accuracy | best-of-11 win rate "
+             "| train min | notes |",
+             "|---|---|---|---|---|---|"]
+    for name, r in rows.items():
+        lines.append(f"| {name} | {r['pairs']} ({r['trained']}) | {r['accuracy']:.3f} | {r['bon']:.3f} "
+                     f"| {r['train_seconds'] / 60:.1f} | {r['note']} |")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs-per-prompt", type=int, default=10, help="helpful pairs per AlpacaEval prompt")
+    parser.add_argument("--sets", default=",".join(SETS), help=f"comma-separated subset of {','.join(SETS)}")
+    parser.add_argument("--reward-lr", type=float, default=5e-5)
+    parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--max-tokens", type=int, default=504, help="training inputs are fitted to this many tokens")
+    parser.add_argument("--train-last-layers", type=int, default=8)
+    parser.add_argument("--limit-train", type=int, default=None, help="first N pairs of each set (smoke runs)")
+    parser.add_argument("--n-eval", type=int, default=None,
+                        help="first N held-out pairs and best-of-11 items (smoke runs)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    # The fields bench/judges.py's `train_reward` reads: the plain linear head, no LoRA.
+    args.model, args.reward_batch_size, args.reward_lora_r, args.grm_alpha = "packaged", 8, 0, 0.0
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("httpx", "datasets", "transformers"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not (HH.is_file() and ALPACA.is_file()):
+        print(f"SKIP: {HH} or {ALPACA} not found; this benchmark needs ../shared/data next to the project")
+        return
+    sets = [s.strip() for s in args.sets.split(",") if s.strip()]
+    if set(sets) - set(SETS):
+        parser.error(f"--sets: unknown {sorted(set(sets) - set(SETS))}; sets are {', '.join(SETS)}")
+
+    rows: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="dimension-mix-") as scratch:
+        train, held_out, bestofn = load_data(Path(scratch), args.pairs_per_prompt, args.limit_train, args.n_eval)
+        for name in sets:
+            result, note = train_reward("reward_head", train[name], Path(scratch) / name, args)
+            rows[name] = {**measure(Path(scratch) / name, held_out, bestofn), "pairs": len(train[name]),
+                          "trained": result.num_examples, "train_seconds": result.seconds, "note": note}
+            r = rows[name]
+            print(f"{name}: harmless accuracy {r['accuracy']:.3f}, best-of-11 {r['bon']:.3f} "
+                  f"({result.steps} steps in {result.seconds:.0f} s, evaluation {r['eval_seconds']:.0f} s)")
+
+    lines = table(rows)
+    first = next(iter(rows.values()))
+    baselines = (f"Best-of-11 on {len(bestofn)} prompts: random picking {first['random']:.3f}, perfect picking "
+                 f"{first['oracle']:.3f}, always the longest candidate {longest_rule(bestofn):.3f}; "
+                 f"{len(held_out)} held-out harmless pairs.")
+    print("\n".join(lines))
+    print(baselines)
+    if args.limit_train is None and args.n_eval is None:
+        command = "python bench/dimension_mix.py " + " ".join(sys.argv[1:])
+        write_section(SECTION, ["## One reward head for two dimensions (bench/dimension_mix.py)", "",
+                                f"`{command.strip()}` — seed {args.seed}, {time.strftime('%Y-%m-%d')}, "
+                                f"{os.cpu_count()} cores; reward heads from the packaged model, helpful pairs "
+                                f"≤ {args.pairs_per_prompt} per prompt. {baselines}", "", *lines])
+    else:
+        print("smoke run (--limit-train/--n-eval): bench/RESULTS.md left unchanged")
+    print("RESULT " + " ".join(f"{n}_acc={r['accuracy']:.3f} {n}_bon={r['bon']:.3f}" for n, r in rows.items()))
+
+
+if __name__ == "__main__":
+    main()
