@@ -27,8 +27,6 @@ Last line: RESULT harmless_acc=… harmless_bon=… helpful_acc=… helpful_bon=
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
 import logging
 import os
 import sys
@@ -40,29 +38,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from judges import train_reward  # noqa: E402
-from quality import ALPACA, HH, helpful_pairs, write_jsonl  # noqa: E402
+from quality import ALPACA, HH, bench_data  # noqa: E402
 from results_file import write_section  # noqa: E402
 
 SETS = ("harmless", "helpful", "both")
 SECTION = "bench/dimension_mix.py"
-N_HARMLESS = 800
 N_PROMPTS = 200
 
 
 def load_data(tmp: Path, per_prompt: int, limit_train: int | None, n_eval: int | None):
-    """Training pairs by set, the held-out harmless pairs and the best-of-11 items."""
+    """Training pairs by set, the held-out harmless pairs and the best-of-11 items: the sources
+    bench/quality.py gives the loop, loaded as its stages load them."""
     from selfrefine.data import DataSource, load_bestofn, load_pairs
 
-    with gzip.open(ALPACA, "rt", encoding="utf-8") as f:
-        alpaca = [json.loads(line) for line in f if line.strip()]
-    helpful_file = write_jsonl(tmp / "helpful-pairs.jsonl", helpful_pairs(alpaca[:N_PROMPTS], per_prompt))
-    hh = DataSource(kind="local", path=str(HH), dimension="harmless", source="hh-rlhf/harmless-base",
-                    on_invalid="skip")
-    harmless = load_pairs(hh.model_copy(update={"limit": N_HARMLESS}))[:limit_train]
-    helpful = load_pairs(DataSource(kind="local", path=str(helpful_file)))[:limit_train]
-    held_out = load_pairs(hh.model_copy(update={"skip": N_HARMLESS}))[:n_eval]
-    bestofn = load_bestofn(DataSource(kind="local", path=str(ALPACA), dimension="helpful", source="alpacaeval",
-                                      skip=N_PROMPTS))[:n_eval]
+    data, _ = bench_data(tmp, N_PROMPTS, per_prompt)
+    harmless_source, helpful_source = (DataSource(**source) for source in data["seed_pairs"])
+    harmless = load_pairs(harmless_source)[:limit_train]
+    helpful = load_pairs(helpful_source)[:limit_train]
+    held_out = load_pairs(DataSource(**data["heldout_pairs"][0]))[:n_eval]
+    bestofn = load_bestofn(DataSource(**data["bestofn"][0]))[:n_eval]
     return {"harmless": harmless, "helpful": helpful, "both": harmless + helpful}, held_out, bestofn
 
 
