@@ -7,7 +7,8 @@
 - `judge`: batched judge scoring (absolute score, pairwise verdicts in both orders, CoT majority vote).
 - `reward_head`, `reward_judge`: the reward-head judge kind (a scalar head on the backbone's last
   token) and its scoring through the same interface; `judge_kind`: `load_judge`, which loads
-  whichever kind a judge directory's `judge.json` names.
+  whichever kind a judge directory's `judge.json` names; `per_dimension_judge`: a judge made of one
+  sub-judge per preference dimension, routing each item to its dimension's.
 - `generation`: the generation backends (transformers; vLLM when installed with a GPU).
 - `training`: training recipes on TRL.
 

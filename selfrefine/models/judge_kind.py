@@ -3,7 +3,9 @@
 `train_judge` writes `judge.json` into every judge it saves: `{"kind": "generative"}` for the
 decoder judge that answers Yes/No and A/B, `{"kind": "reward_head", "head": {...}}` for a backbone
 with a scalar head. A directory without the file (a base model, an alias, a hub id, a judge saved
-before the file existed) is a generative judge.
+before the file existed) is a generative judge. A judge trained per dimension is a directory of
+such judges, one per dimension, with `{"kind": "per_dimension", "judge_kind": …, "dimensions": …}`
+(see `per_dimension_judge`).
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ from selfrefine.errors import ModelLoadError
 JUDGE_INFO = "judge.json"
 JudgeKind = Literal["generative", "reward_head"]
 JUDGE_KINDS: tuple[str, ...] = ("generative", "reward_head")
+PER_DIMENSION = "per_dimension"
 
 
-def write_judge_info(directory: str | Path, kind: JudgeKind, **details: Any) -> Path:
+def write_judge_info(directory: str | Path, kind: JudgeKind | Literal["per_dimension"], **details: Any) -> Path:
     """Record the judge kind (and whatever its loader needs) in `directory`."""
-    if kind not in JUDGE_KINDS:
-        raise ValueError(f"judge kind must be one of {JUDGE_KINDS}, got {kind!r}")
+    if kind not in (*JUDGE_KINDS, PER_DIMENSION):
+        raise ValueError(f"judge kind must be one of {JUDGE_KINDS + (PER_DIMENSION,)}, got {kind!r}")
     path = Path(directory) / JUDGE_INFO
     path.write_text(json.dumps({"kind": kind, **details}, indent=2, sort_keys=True) + "\n")
     return path
@@ -38,11 +41,37 @@ def read_judge_info(directory: str | Path) -> dict[str, Any]:
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"{path} is not readable JSON ({exc}); the judge directory is corrupted: "
                              "train the judge again") from None
-    if not isinstance(info, dict) or info.get("kind") not in JUDGE_KINDS:
+    if not isinstance(info, dict) or info.get("kind") not in (*JUDGE_KINDS, PER_DIMENSION):
         raise ModelLoadError(f"{path} names judge kind {info.get('kind') if isinstance(info, dict) else info!r}; "
-                             f"known kinds are {', '.join(JUDGE_KINDS)}. Fix: train the judge again with this "
-                             "selfrefine version")
+                             f"known kinds are {', '.join(JUDGE_KINDS + (PER_DIMENSION,))}. Fix: train the judge "
+                             "again with this selfrefine version")
     return info
+
+
+def scoring_kind(directory: str | Path) -> JudgeKind:
+    """How the judge in `directory` scores: `generative` or `reward_head` (for a per-dimension
+    judge, the kind of its sub-judges)."""
+    info = read_judge_info(directory)
+    return info.get("judge_kind", "generative") if info["kind"] == PER_DIMENSION else info["kind"]
+
+
+def as_policy(model: str) -> str:
+    """The model to generate with and fine-tune when `model` serves as the policy (the first
+    iteration's policy is the judge): the model itself, or for a per-dimension judge the sub-judge
+    its `judge.json` names as `policy` (the one trained on the most pairs)."""
+    path = Path(model)
+    if not path.is_dir():
+        return model
+    info = read_judge_info(path)
+    if info["kind"] != PER_DIMENSION:
+        return model
+    from selfrefine.models.per_dimension_judge import sub_judge_dirs
+
+    subs = sub_judge_dirs(path, info)
+    if info.get("policy") not in subs:
+        raise ModelLoadError(f"{path / JUDGE_INFO} names no policy sub-judge among {', '.join(subs)}; a per-dimension "
+                             "judge used as the policy needs one: train the judge again")
+    return str(subs[info["policy"]])
 
 
 def load_judge(model: str, *, dtype: str = "auto", device: str = "auto",
@@ -50,13 +79,22 @@ def load_judge(model: str, *, dtype: str = "auto", device: str = "auto",
                logprob_space: Literal["answers", "vocab"] = "answers"):
     """The judge for `model` (alias, directory or hub id) with the class its `judge.json` names.
 
-    Both classes score through the same interface (`score_absolute`, `compare`); `logprob_space`
+    All classes score through the same interface (`score_absolute`, `compare`); `logprob_space`
     only applies to the generative judge, whose scores are log-probabilities.
     """
     from selfrefine.models.loading import resolve_model
 
     resolved = resolve_model(model)
-    kind = read_judge_info(resolved)["kind"] if Path(resolved).is_dir() else "generative"
+    info = read_judge_info(resolved) if Path(resolved).is_dir() else {"kind": "generative"}
+    kind = info["kind"]
+    if kind == PER_DIMENSION:
+        from selfrefine.models.per_dimension_judge import PerDimensionJudge
+
+        def load_sub(path: str):
+            return load_judge(path, dtype=dtype, device=device, dimension_extra=dimension_extra,
+                              batch_size=batch_size, max_length=max_length, logprob_space=logprob_space)
+
+        return PerDimensionJudge.from_directory(resolved, info, load_sub, dimension_extra)
     if kind == "reward_head":
         from selfrefine.models.reward_judge import RewardHeadJudge
 

@@ -204,10 +204,20 @@ def check_model(name: str) -> str:
 
 
 def check_model_dir(path: Path, name: str | None = None) -> None:
-    """A save_pretrained directory: config.json and safetensors weights whose headers parse."""
+    """A save_pretrained directory: config.json and safetensors weights whose headers parse (for a
+    per-dimension judge, each of its sub-judges)."""
     from safetensors import SafetensorError, safe_open
 
+    from selfrefine.models.judge_kind import PER_DIMENSION, read_judge_info
+
     label = f"model '{name or path}'"
+    info = read_judge_info(path)
+    if info["kind"] == PER_DIMENSION:
+        from selfrefine.models.per_dimension_judge import sub_judge_dirs
+
+        for dim, sub in sub_judge_dirs(path, info).items():
+            check_model_dir(sub, f"{name or path} ({dim} judge)")
+        return
     if not (path / "config.json").is_file():
         raise ModelLoadError(f"{label}: {path} has no config.json; pass a directory written by save_pretrained")
     weights = sorted(path.glob("*.safetensors"))

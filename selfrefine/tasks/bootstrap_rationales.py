@@ -28,7 +28,7 @@ from selfrefine.tasks.common import (
 from selfrefine.tasks.runner import Output, StageContext, StageReturn
 
 STAGE = "bootstrap_rationales"
-CODE_VERSION = "1"
+CODE_VERSION = "2"  # 2: each rationale row records its dimension (per-dimension judges train on their own)
 log = logging.getLogger(__name__)
 
 
@@ -90,10 +90,10 @@ def rationale_records(shown: Sequence[Shown], first, second: Mapping[int, object
             kept_hint += bool(right)
         for text in dict.fromkeys(right):  # distinct texts, in sample order
             sft.append({"prompt": prompt, "completion": " " + text, "pair_id": s.pair.id,
-                        "label": s.label})
+                        "label": s.label, "dimension": dim.name})
         for good, bad in zip(dict.fromkeys(right), dict.fromkeys(wrong)):
             dpo.append({"prompt": prompt, "chosen": " " + good, "rejected": " " + bad,
-                        "pair_id": s.pair.id})
+                        "pair_id": s.pair.id, "dimension": dim.name})
     n = len(shown)
     stats = {"pairs": n, "kept_direct": kept_direct, "kept_rationalized": kept_hint,
              "keep_rate": kept_direct / n if n else 0.0,
@@ -105,14 +105,14 @@ def rationale_records(shown: Sequence[Shown], first, second: Mapping[int, object
 def run(ctx: StageContext) -> StageReturn:
     from selfrefine.models.generation.base import SamplingParams
     from selfrefine.models.judge import PairItem
-    from selfrefine.models.judge_kind import read_judge_info
+    from selfrefine.models.judge_kind import scoring_kind
 
     cfg: BootstrapConfig = ctx.config
     seed = ctx.seed or 0
     pairs = sample(read_pairs(inputs_with_prefix(ctx.inputs, "pairs"), cfg.dimension_definitions), cfg.max_pairs, seed)
     shown = present(pairs, seed)
     judge_dir = str(require(ctx.inputs, "judge", STAGE).path)
-    if read_judge_info(judge_dir)["kind"] == "reward_head":
+    if scoring_kind(judge_dir) == "reward_head":
         # A reward head scores; it writes no chain of thought, and its training uses no rationales.
         # Its kind is in judge.json, so the model itself need not be loaded to find that out.
         log.warning("bootstrap_rationales: the judge is a reward head, which gives no rationales; writing none")

@@ -2,7 +2,8 @@
 
 For every prompt, `samples_per_direction` responses to "A more {adj} response: Assistant:" and as
 many to "A less {adj} response: Assistant:", from the current policy (in the first iteration the
-judge itself: Chain-of-Hindsight training makes it a controllable generator). Inputs: `prompts_*`,
+judge itself: Chain-of-Hindsight training makes it a controllable generator; of a judge per
+dimension, the sub-judge its `judge.json` names as the policy). Inputs: `prompts_*`,
 `policy`. Output: `candidates` (JSONL, one line per sample).
 """
 
@@ -69,6 +70,7 @@ def candidate_rows(requests: Sequence[tuple[PromptItem, str]], generations) -> l
 
 def run(ctx: StageContext) -> StageReturn:
     from selfrefine.models.generation import make_backend
+    from selfrefine.models.judge_kind import as_policy
     from selfrefine.models.loading import load_tokenizer
 
     cfg: GenerateConfig = ctx.config
@@ -77,7 +79,7 @@ def run(ctx: StageContext) -> StageReturn:
     if not sources:
         require(ctx.inputs, "prompts", STAGE)  # raises: names the missing role
     prompts = sample(read_items(sources, "prompts", cfg.dimension_definitions), cfg.max_prompts, seed)
-    policy = str(require(ctx.inputs, "policy", STAGE).path)
+    policy = as_policy(str(require(ctx.inputs, "policy", STAGE).path))
     requests = generation_requests(prompts, cfg.dimension_definitions)
     tokenizer = load_tokenizer(policy)
     texts, turns_cut = [], 0

@@ -73,6 +73,7 @@ def best_of_n_examples(scored: Sequence[dict], min_score: float | None,
 def run(ctx: StageContext) -> StageReturn:
     from datasets import Dataset
 
+    from selfrefine.models.judge_kind import as_policy
     from selfrefine.models.training.dpo import train_dpo
     from selfrefine.models.training.sft import train_sft
 
@@ -96,6 +97,7 @@ def run(ctx: StageContext) -> StageReturn:
                                                             "unchanged": True})},
                            [("train_examples", 0.0, {"method": cfg.method})])
     dataset = Dataset.from_list(examples)
+    policy = as_policy(policy)  # of a judge per dimension, the sub-judge that generated
     if cfg.method == "dpo":
         result = train_dpo(policy, dataset, out, cfg.dpo.model_copy(update={"seed": seed}))
     else:

@@ -81,6 +81,11 @@ class TrainJudgeConfig(BaseModel):
     reward_recipe: RewardRecipeConfig = Field(default_factory=RewardRecipeConfig, description=(
         "The reward-head recipe for judge_kind='reward_head' (TRL RewardTrainer; GRM, MORE, head shape). "
         "Pairs are fitted to max_prompt_tokens by cutting the oldest context turns."))
+    judge_per_dimension: bool = Field(False, description=(
+        "Train one judge per preference dimension of the training pairs, each on its own dimension's "
+        "pairs only (as Llama 2 trains separate helpfulness and safety reward models), and score every "
+        "item with its dimension's judge. One judge trained on two dimensions trades one against the "
+        "other (bench/dimension_mix.py). keep_best then holds back and gates per dimension."))
     keep_best: KeepBestConfig | None = Field(None, description=(
         "Hold back some seed pairs from training and output the previous judge instead of the new "
         "one unless the new one judges them better (see `judge_gate`); None = always the new judge."))
@@ -143,43 +148,31 @@ def pin(config: TrainJudgeConfig) -> TrainJudgeConfig:
     return config.model_copy(update={"base_model_fingerprint": model_fingerprint(config.base_model)})
 
 
-def read_rationale_examples(inputs, name: Literal["sft", "dpo"]) -> list[dict]:
+def read_rationale_examples(inputs, name: Literal["sft", "dpo"], dimension: str | None = None) -> list[dict]:
     """Kept STaR rationales from a `rationales` artifact, if given: `sft` (prompt, completion)
-    examples or `dpo` (prompt, chosen, rejected) pairs."""
+    examples or `dpo` (prompt, chosen, rejected) pairs; only those of `dimension` when it is given
+    (rows written before rationales recorded their dimension go to every dimension)."""
     import json
 
     art = inputs.get("rationales")
     if art is None:
         return []
     with open(art.path / f"{name}.jsonl", encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+        rows = [json.loads(line) for line in f if line.strip()]
+    return [r for r in rows if dimension is None or r.get("dimension", dimension) == dimension]
 
 
 def run(ctx: StageContext) -> StageReturn:
-    from selfrefine.models.loading import load_tokenizer
-    from selfrefine.tasks import judge_gate
-
     cfg: TrainJudgeConfig = ctx.config
-    seed = ctx.seed or 0
     init = ctx.inputs.get("init_judge")
-    continuing = init is not None and cfg.continue_from_previous
-    start = str(init.path) if continuing else cfg.base_model
-    all_seed_pairs = read_pairs(inputs_with_prefix(ctx.inputs, "seed_pairs"), cfg.dimension_definitions)
-    validation: list[PreferencePair] = []
-    if cfg.keep_best is not None:
-        all_seed_pairs, validation = judge_gate.split_validation(all_seed_pairs, cfg.keep_best.validation_fraction)
-    seed_pairs = sample(all_seed_pairs, seed_pair_limit(cfg, continuing=continuing), seed)
-    self_pairs = sample(read_pairs(inputs_with_prefix(ctx.inputs, "self_pairs"), cfg.dimension_definitions), cfg.max_self_pairs, seed)
-    tokenizer = load_tokenizer(start)
-    train = _train_reward_head if cfg.judge_kind == "reward_head" else _train_generative
-    judge_dir, meta, metrics = train(ctx, start, seed_pairs, self_pairs, tokenizer)
-    meta = {"started_from": "init_judge" if start != cfg.base_model else cfg.base_model, **meta}
-    if cfg.keep_best is not None:
-        previous = init.path if init is not None else None
-        decision = judge_gate.gate(judge_dir, previous, validation, cfg.keep_best, cfg.dimension_definitions)
-        judge_dir = judge_gate.output_dir_for(decision, judge_dir, previous, ctx.out_dir)
-        meta |= {"validation_pairs": len(validation), **decision.meta()}
-        metrics += decision.metrics()
+    seed_pairs = read_pairs(inputs_with_prefix(ctx.inputs, "seed_pairs"), cfg.dimension_definitions)
+    self_pairs = sample(read_pairs(inputs_with_prefix(ctx.inputs, "self_pairs"), cfg.dimension_definitions),
+                        cfg.max_self_pairs, ctx.seed or 0)
+    if cfg.judge_per_dimension:
+        judge_dir, meta, metrics = _train_per_dimension(ctx, init.path if init else None, seed_pairs, self_pairs)
+    else:
+        judge_dir, meta, metrics = _train_and_gate(ctx, ctx.out_dir, init.path if init else None, seed_pairs,
+                                                   self_pairs)
     return StageReturn({"judge": Output(judge_dir, "model", meta)}, metrics)
 
 
@@ -187,8 +180,100 @@ def run(ctx: StageContext) -> StageReturn:
 Trained = tuple[Path, dict, list]
 
 
-def _train_generative(ctx: StageContext, start: str, seed_pairs: list[PreferencePair],
-                      self_pairs: list[PreferencePair], tokenizer) -> Trained:
+def _train_and_gate(ctx: StageContext, out_dir: Path, previous: Path | None, all_seed_pairs: list[PreferencePair],
+                    self_pairs: list[PreferencePair], dimension: str | None = None) -> Trained:
+    """Train one judge in `out_dir` (from `previous` when continuing) and, with keep_best, gate it
+    against `previous` on held-back seed pairs. `dimension` limits the rationales to that dimension."""
+    from selfrefine.models.loading import load_tokenizer
+    from selfrefine.tasks import judge_gate
+
+    cfg: TrainJudgeConfig = ctx.config
+    continuing = previous is not None and cfg.continue_from_previous
+    start = str(previous) if continuing else cfg.base_model
+    validation: list[PreferencePair] = []
+    if cfg.keep_best is not None:
+        all_seed_pairs, validation = judge_gate.split_validation(all_seed_pairs, cfg.keep_best.validation_fraction)
+    seed_pairs = sample(all_seed_pairs, seed_pair_limit(cfg, continuing=continuing), ctx.seed or 0)
+    train = _train_reward_head if cfg.judge_kind == "reward_head" else _train_generative
+    judge_dir, meta, metrics = train(ctx, out_dir, start, seed_pairs, self_pairs, load_tokenizer(start), dimension)
+    meta = {"started_from": "init_judge" if continuing else cfg.base_model, **meta}
+    if cfg.keep_best is not None:
+        decision = judge_gate.gate(judge_dir, previous, validation, cfg.keep_best, cfg.dimension_definitions)
+        judge_dir = judge_gate.output_dir_for(decision, judge_dir, previous, out_dir)
+        meta |= {"validation_pairs": len(validation), **decision.meta()}
+        metrics += decision.metrics()
+    return judge_dir, meta, metrics
+
+
+def _train_per_dimension(ctx: StageContext, previous: Path | None, seed_pairs: list[PreferencePair],
+                         self_pairs: list[PreferencePair]) -> Trained:
+    """One judge per dimension of the training pairs, each trained and gated on its own pairs only
+    (continuing from the previous judge's sub-judge for that dimension), assembled into a
+    per-dimension judge directory (see `per_dimension_judge`)."""
+    import shutil
+
+    from selfrefine.models.judge_kind import PER_DIMENSION, read_judge_info, write_judge_info
+    from selfrefine.models.per_dimension_judge import sub_judge_dirs
+
+    cfg: TrainJudgeConfig = ctx.config
+    previous_subs = None
+    if previous is not None and read_judge_info(previous)["kind"] == PER_DIMENSION:
+        previous_subs = sub_judge_dirs(previous, read_judge_info(previous))
+
+    def canonical(pair: PreferencePair) -> str:
+        return get_dimension(pair.dimension, cfg.dimension_definitions).name
+
+    dimensions = sorted({canonical(p) for p in seed_pairs + self_pairs})
+    judge_dir = ctx.out_dir / "judge"
+    judge_dir.mkdir()
+    meta: dict = {"judge_kind": cfg.judge_kind, "per_dimension": True, "dimensions": {}}
+    metrics: list = []
+    for dim in dimensions:
+        # A dimension new to this iteration starts from the base model; a single previous judge
+        # (trained before judge_per_dimension was set) is every dimension's previous judge.
+        prev = previous if previous_subs is None else previous_subs.get(dim)
+        log.info("train_judge: the %s judge", dim)
+        sub_dir, sub_meta, sub_metrics = _train_and_gate(
+            ctx, _fresh_dir(ctx.out_dir / "by_dimension" / dim), prev, [p for p in seed_pairs if canonical(p) == dim],
+            [p for p in self_pairs if canonical(p) == dim], dimension=dim)
+        shutil.move(str(sub_dir), judge_dir / dim)
+        meta["dimensions"][dim] = sub_meta
+        metrics += [(name, value, {**labels, "dimension": dim}) for name, value, labels in sub_metrics]
+    # When this judge is the first iteration's policy, the sub-judge trained on the most pairs generates.
+    policy = max(dimensions, key=lambda d: (meta["dimensions"][d]["examples"], d))
+    write_judge_info(judge_dir, PER_DIMENSION, judge_kind=cfg.judge_kind, dimensions={d: d for d in dimensions},
+                     policy=policy)
+    totals = _totals(meta["dimensions"])
+    meta |= totals
+    return judge_dir, meta, metrics + [(k, float(v), {}) for k, v in totals.items() if v is not None]
+
+
+def _fresh_dir(path: Path) -> Path:
+    path.mkdir(parents=True)
+    return path
+
+
+def _totals(by_dimension: Mapping[str, dict]) -> dict:
+    """The whole judge's figures from its sub-judges': counts add up; the validation accuracy is
+    pooled over every dimension's held-back pairs; `kept_previous_judge` is the share of
+    dimensions whose previous judge was kept."""
+    subs = list(by_dimension.values())
+    totals: dict = {k: sum(m.get(k, 0) for m in subs) for k in ("examples", "seed_pairs", "self_pairs", "turns_cut")}
+    totals["train_examples"] = totals["examples"]
+    totals["train_seconds"] = sum(m.get("train_seconds", 0.0) for m in subs)
+    validated = [m for m in subs if m.get("validation_pairs")]
+    n = sum(m["validation_pairs"] for m in validated)
+    if n:
+        totals["validation_accuracy_new"] = sum(m["validation_accuracy_new"] * m["validation_pairs"]
+                                                for m in validated) / n
+        with_previous = [m for m in validated if m.get("validation_accuracy_previous") is not None]
+        if with_previous:
+            totals["kept_previous_judge"] = sum(bool(m["kept_previous_judge"]) for m in validated) / len(validated)
+    return totals
+
+
+def _train_generative(ctx: StageContext, out_dir: Path, start: str, seed_pairs: list[PreferencePair],
+                      self_pairs: list[PreferencePair], tokenizer, dimension: str | None = None) -> Trained:
     """The `generative` kind: SFT on the evaluation prompts (and kept rationales), then STaR-DPO."""
     from datasets import Dataset
 
@@ -202,20 +287,20 @@ def _train_generative(ctx: StageContext, start: str, seed_pairs: list[Preference
         seed_pairs + self_pairs, cfg.example_kinds, tokenizer=tokenizer,
         max_prompt_tokens=cfg.max_prompt_tokens, extra_dimensions=cfg.dimension_definitions)
     star_dpo = cfg.rationale_training == "star_dpo"
-    rationale_examples = [] if star_dpo else read_rationale_examples(ctx.inputs, "sft")
+    rationale_examples = [] if star_dpo else read_rationale_examples(ctx.inputs, "sft", dimension)
     examples = sample(examples + [{"prompt": r["prompt"], "completion": r["completion"]}
                                   for r in rationale_examples], None, seed)
     log.info("train_judge: %d examples (%d seed pairs, %d self pairs, %d rationales) from %s",
              len(examples), len(seed_pairs), len(self_pairs), len(rationale_examples), start)
-    judge_dir = ctx.out_dir / "judge"
+    judge_dir = out_dir / "judge"
     result = train_sft(start, Dataset.from_list(examples), judge_dir,
                        cfg.recipe.model_copy(update={"seed": seed}))
     final_loss = result.loss_history[-1][1] if result.loss_history else float("nan")
     metrics = [("train_examples", float(len(examples)), {}), ("final_loss", float(final_loss), {}),
                ("train_seconds", float(result.seconds), {}), ("turns_cut", float(turns_cut), {})]
-    rationale_pairs = read_rationale_examples(ctx.inputs, "dpo") if star_dpo else []
+    rationale_pairs = read_rationale_examples(ctx.inputs, "dpo", dimension) if star_dpo else []
     if rationale_pairs:
-        dpo_dir = ctx.out_dir / "judge_star_dpo"
+        dpo_dir = out_dir / "judge_star_dpo"
         dpo = train_star_dpo(str(judge_dir), Dataset.from_list(rationale_pairs), dpo_dir,
                              cfg.star_dpo_recipe.model_copy(update={"seed": seed}))
         judge_dir = dpo_dir
@@ -224,12 +309,13 @@ def _train_generative(ctx: StageContext, start: str, seed_pairs: list[Preference
     write_judge_info(judge_dir, "generative")
     meta = {"judge_kind": "generative", "examples": len(examples), "seed_pairs": len(seed_pairs),
             "self_pairs": len(self_pairs), "rationales": len(rationale_examples),
-            "star_dpo_pairs": len(rationale_pairs), "turns_cut": turns_cut, "final_loss": final_loss}
+            "star_dpo_pairs": len(rationale_pairs), "turns_cut": turns_cut, "final_loss": final_loss,
+            "train_seconds": result.seconds}
     return judge_dir, meta, metrics
 
 
-def _train_reward_head(ctx: StageContext, start: str, seed_pairs: list[PreferencePair],
-                       self_pairs: list[PreferencePair], tokenizer) -> Trained:
+def _train_reward_head(ctx: StageContext, out_dir: Path, start: str, seed_pairs: list[PreferencePair],
+                       self_pairs: list[PreferencePair], tokenizer, dimension: str | None = None) -> Trained:
     """The `reward_head` kind: Bradley–Terry training of a scalar head (GRM / MORE per the recipe)."""
     from datasets import Dataset
 
@@ -244,13 +330,13 @@ def _train_reward_head(ctx: StageContext, start: str, seed_pairs: list[Preferenc
                                   cfg.dimension_definitions)
     log.info("train_judge: reward head on %d pairs (%d seed, %d self) from %s", len(rows), len(seed_pairs),
              len(self_pairs), start)
-    judge_dir = ctx.out_dir / "judge"
+    judge_dir = out_dir / "judge"
     result = train_reward_head(start, Dataset.from_list(rows), judge_dir, recipe)
     final_loss = result.loss_history[-1][1] if result.loss_history else float("nan")
     metrics = [("train_examples", float(len(rows)), {}), ("final_loss", float(final_loss), {}),
                ("train_seconds", float(result.seconds), {}), ("turns_cut", float(turns_cut), {})]
     meta = {"judge_kind": "reward_head", "examples": len(rows), "seed_pairs": len(seed_pairs),
             "self_pairs": len(self_pairs), "rationales": 0, "star_dpo_pairs": 0, "turns_cut": turns_cut,
-            "final_loss": final_loss, "grm": recipe.grm.regularizer if recipe.grm else None,
+            "final_loss": final_loss, "train_seconds": result.seconds, "grm": recipe.grm.regularizer if recipe.grm else None,
             "more": recipe.more is not None}
     return judge_dir, meta, metrics

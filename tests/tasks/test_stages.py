@@ -353,6 +353,22 @@ def test_rationale_stats_agree_with_the_rationale_files(chain):
     assert stage_metrics == {k: float(v) for k, v in stats.items()}
 
 
+def test_a_judge_per_dimension_reads_only_its_own_dimensions_rationales(tmp_path):
+    from types import SimpleNamespace as NS
+
+    from selfrefine.tasks.train_judge import read_rationale_examples
+
+    rows = [{"prompt": "p1", "completion": " a", "dimension": "helpful"},
+            {"prompt": "p2", "completion": " b", "dimension": "harmless"},
+            {"prompt": "p3", "completion": " c"}]  # written before rows recorded their dimension
+    (tmp_path / "sft.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    inputs = {"rationales": NS(path=tmp_path)}
+    assert [r["prompt"] for r in read_rationale_examples(inputs, "sft", "helpful")] == ["p1", "p3"]
+    assert [r["prompt"] for r in read_rationale_examples(inputs, "sft", "harmless")] == ["p2", "p3"]
+    assert [r["prompt"] for r in read_rationale_examples(inputs, "sft")] == ["p1", "p2", "p3"]
+    assert read_rationale_examples({}, "sft", "helpful") == []
+
+
 def test_rationale_records_keep_right_verdicts_and_rationalised_misses():
     """The tiny judge keeps no rationale, so the counting is also checked on hand-made verdicts."""
     from types import SimpleNamespace as NS
@@ -360,7 +376,8 @@ def test_rationale_records_keep_right_verdicts_and_rationalised_misses():
     from selfrefine.data import PreferencePair
 
     pairs = [PreferencePair(context=[{"role": "user", "content": f"question {i}"}], chosen=f"good {i}",
-                            rejected=f"bad {i}", dimension="helpful", source="t") for i in range(3)]
+                            rejected=f"bad {i}", dimension=("helpful", "harmless")[i % 2], source="t")
+             for i in range(3)]
     shown = [Shown(pairs[0], "A"), Shown(pairs[1], "B"), Shown(pairs[2], "A")]
     sample = lambda text, verdict: NS(text=text, verdict=verdict)  # noqa: E731
     first = [NS(samples=[sample("right", "A"), sample("wrong", "B"), sample("right", "A")]),
@@ -372,6 +389,8 @@ def test_rationale_records_keep_right_verdicts_and_rationalised_misses():
         (pairs[0].id, " right", "A"), (pairs[1].id, " hinted", "B")]
     assert [(r["pair_id"], r["chosen"], r["rejected"]) for r in dpo] == [(pairs[0].id, " right", " wrong"),
                                                                         (pairs[1].id, " hinted", " wrong")]
+    # Each row names its pair's dimension, so a judge per dimension trains on its own rationales.
+    assert [r["dimension"] for r in sft] == [r["dimension"] for r in dpo] == ["helpful", "harmless"]
     assert stats == {"pairs": 3, "kept_direct": 1, "kept_rationalized": 1, "keep_rate": 1 / 3,
                      "keep_rate_with_rationalization": 2 / 3, "sft_examples": 2, "dpo_pairs": 2}
 

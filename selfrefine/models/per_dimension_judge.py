@@ -1,0 +1,126 @@
+"""A judge made of one sub-judge per preference dimension, routed by each item's dimension.
+
+Llama 2 trains separate helpfulness and safety reward models because one model trained on both
+trades one judgement against the other; bench/dimension_mix.py measured the same trade here (the
+helpful pairs cost a one-head judge 0.03–0.04 held-out harmless accuracy). `train_judge` with
+`judge_per_dimension: true` writes this layout:
+
+    judge/judge.json     {"kind": "per_dimension", "judge_kind": "reward_head",
+                          "dimensions": {"harmless": "harmless", "helpful": "helpful"},
+                          "policy": "helpful"}
+    judge/harmless/      a complete judge directory (its own judge.json, weights, tokenizer)
+    judge/helpful/       another
+
+`PerDimensionJudge` scores through the same interface as the single judges (`score_absolute`,
+`compare`, `compare_cot`): it groups the items by dimension, asks each dimension's sub-judge for
+its group in one batched call, and returns the results in input order. An item whose dimension has
+no sub-judge is an error, not a silent fallback: the audit must be able to say which judge judged it.
+`policy` names the sub-judge that generates and is fine-tuned when the judge serves as the first
+iteration's policy (`judge_kind.as_policy`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from selfrefine.errors import ConfigError, ModelLoadError
+from selfrefine.models.dimensions import get_dimension
+from selfrefine.models.judge import AbsoluteItem, PairItem, _coerce
+
+
+
+def sub_judge_dirs(directory: str | Path, info: Mapping[str, Any]) -> dict[str, Path]:
+    """Dimension → sub-judge directory of a per-dimension judge, checked to exist."""
+    root = Path(directory)
+    dims = info.get("dimensions")
+    if not isinstance(dims, dict) or not dims:
+        raise ModelLoadError(f"{root / 'judge.json'} is a per-dimension judge without a 'dimensions' mapping; "
+                             "train the judge again")
+    found = {}
+    for dim, sub in sorted(dims.items()):
+        path = root / str(sub)
+        if Path(str(sub)).is_absolute() or ".." in Path(str(sub)).parts or not path.is_dir():
+            raise ModelLoadError(f"{root / 'judge.json'}: the sub-judge of dimension '{dim}' should be in "
+                                 f"{path}, which is missing; the judge directory is incomplete: train it again")
+        found[dim] = path
+    return found
+
+
+class PerDimensionJudge:
+    """Routes every item to the sub-judge of its dimension (see the module docstring)."""
+
+    def __init__(self, judges: Mapping[str, Any], kind: str, dimension_extra: Mapping[str, str] | None = None):
+        if not judges:
+            raise ValueError("a per-dimension judge needs at least one sub-judge")
+        self.judges = dict(judges)
+        self.kind = kind  # the sub-judges' kind: what the judging tricks check
+        self.dimension_extra = dict(dimension_extra or {})
+
+    @classmethod
+    def from_directory(cls, directory: str | Path, info: Mapping[str, Any],
+                       load: Callable[[str], Any], dimension_extra: Mapping[str, str] | None = None,
+                       ) -> PerDimensionJudge:
+        """Load each sub-judge with `load(path)` (the same settings as a single judge)."""
+        return cls({dim: load(str(path)) for dim, path in sub_judge_dirs(directory, info).items()},
+                   str(info.get("judge_kind", "generative")), dimension_extra)
+
+    # -- the single judges' interface --
+
+    def score_absolute(self, items: Sequence[AbsoluteItem | Mapping]) -> list:
+        return self._routed("score_absolute", [_coerce(i, AbsoluteItem) for i in items])
+
+    def compare(self, items: Sequence[PairItem | Mapping]) -> list:
+        return self._routed("compare", [_coerce(i, PairItem) for i in items])
+
+    def compare_cot(self, items: Sequence[PairItem | Mapping], *args: Any,
+                    hints: Sequence[str | None] | None = None, **kwargs: Any) -> list:
+        items = [_coerce(i, PairItem) for i in items]
+        return self._routed("compare_cot", items, *args, per_item={"hints": hints}, **kwargs)
+
+    @property
+    def absolute_demonstrations(self) -> tuple:
+        return self._shared("absolute_demonstrations")
+
+    @absolute_demonstrations.setter
+    def absolute_demonstrations(self, value: tuple) -> None:
+        for judge in self.judges.values():
+            judge.absolute_demonstrations = value
+
+    @property
+    def pairwise_demonstrations(self) -> tuple:
+        return self._shared("pairwise_demonstrations")
+
+    @pairwise_demonstrations.setter
+    def pairwise_demonstrations(self, value: tuple) -> None:
+        for judge in self.judges.values():
+            judge.pairwise_demonstrations = value
+
+    # -- internals --
+
+    def _shared(self, name: str) -> tuple:
+        return getattr(next(iter(self.judges.values())), name, ())
+
+    def dimension_of(self, item: Any) -> str:
+        name = get_dimension(item.dimension, self.dimension_extra).name
+        if name not in self.judges:
+            raise ConfigError(f"this per-dimension judge has sub-judges for {', '.join(sorted(self.judges))}, "
+                              f"not for dimension '{name}'; train it with pairs of that dimension too, or set "
+                              "train_judge.judge_per_dimension: false")
+        return name
+
+    def _routed(self, method: str, items: list, *args: Any, per_item: Mapping[str, Sequence | None] | None = None,
+                **kwargs: Any) -> list:
+        """Call `method` of each dimension's sub-judge on its items (and their slice of every
+        per-item argument) and put the results back in input order."""
+        groups: dict[str, list[int]] = {}
+        for i, item in enumerate(items):
+            groups.setdefault(self.dimension_of(item), []).append(i)
+        results: list[Any] = [None] * len(items)
+        for dim, idx in groups.items():
+            sliced = {k: [v[i] for i in idx] for k, v in (per_item or {}).items() if v is not None}
+            answers = getattr(self.judges[dim], method)([items[i] for i in idx], *args, **kwargs, **sliced)
+            for i, answer in zip(idx, answers):
+                results[i] = answer
+        return results

@@ -1,0 +1,174 @@
+"""train_judge with judge_per_dimension: one sub-judge per dimension of the seed pairs, trained on
+that dimension's pairs only, gated per dimension with keep_best, and scored through the routing
+judge by every stage that loads a judge."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from selfrefine.data import read_jsonl
+from selfrefine.data.sources import DataSource
+from selfrefine.errors import ConfigError, ModelLoadError
+from selfrefine.flows.config import load_preset
+from selfrefine.models.judge import PairItem
+from selfrefine.models.judge_kind import JUDGE_INFO
+from selfrefine.models.per_dimension_judge import PerDimensionJudge
+from selfrefine.models.training.reward_config import RewardRecipeConfig
+from selfrefine.storage.artifacts import digest_path
+from selfrefine.storage.schema import Artifact, Metric
+from selfrefine.tasks import ingest
+from selfrefine.tasks.common import DATA_FILE, JudgeSettings
+from selfrefine.tasks.judge_gate import KeepBestConfig
+from selfrefine.tasks.registry import execute
+
+TINY = load_preset("tiny")
+DIMENSIONS = ["harmless", "helpful"]
+
+
+class Stages:
+    """Runs stages on one store and reads back what they wrote."""
+
+    def __init__(self, store, artifacts):
+        self.store, self.artifacts = store, artifacts
+        # Demo pairs 0–23 are helpful, 24–47 harmless: 6 + 4 seed pairs, and held-out pairs of both.
+        sources = {"seed_pairs_0": ("pairs", DataSource(kind="demo", skip=18, limit=10)),
+                   "prompts_0": ("prompts", DataSource(kind="demo", limit=2)),
+                   "heldout_0": ("pairs", DataSource(kind="demo", skip=12, limit=4)),
+                   "heldout_1": ("pairs", DataSource(kind="demo", skip=42, limit=4))}
+        config, _ = ingest.prepare(sources)
+        self.data = self.run("ingest_data", config, {}, seed=None).outputs
+
+    def run(self, stage, config, inputs, seed=1):
+        return execute(stage, config, inputs, iteration_id=None, seed=seed, store=self.store, artifacts=self.artifacts)
+
+    def artifact(self, art_id) -> Artifact:
+        with self.store.session() as s:
+            return s.get_one(Artifact, art_id)
+
+    def path(self, art_id) -> Path:
+        return self.artifacts.local_path(self.artifact(art_id).uri)
+
+    def metrics(self, stage_run_id) -> list[Metric]:
+        from sqlalchemy import select
+
+        with self.store.session() as s:
+            return list(s.scalars(select(Metric).where(Metric.stage_run_id == stage_run_id)))
+
+    def heldout(self):
+        return [p for role in ("heldout_0", "heldout_1")
+                for p in read_jsonl(self.path(self.data[role]) / DATA_FILE, "pairs")]
+
+
+def per_dimension_config(**update):
+    recipe = RewardRecipeConfig(max_steps=2, per_device_batch_size=2, max_length=256, learning_rate=1e-3)
+    return TINY.train_judge.model_copy(update={"judge_kind": "reward_head", "judge_per_dimension": True,
+                                               "reward_recipe": recipe, **update})
+
+
+@pytest.fixture
+def stages(store, artifacts) -> Stages:
+    return Stages(store, artifacts)
+
+
+def test_each_dimension_gets_its_own_judge_and_items_are_scored_by_their_dimensions_judge(stages):
+    trained = stages.run("train_judge", per_dimension_config(), {"seed_pairs_0": stages.data["seed_pairs_0"]})
+    judge_dir = stages.path(trained.outputs["judge"])
+    # The sub-judge trained on the most pairs is the one that generates when the judge is the policy.
+    assert json.loads((judge_dir / JUDGE_INFO).read_text()) == {
+        "kind": "per_dimension", "judge_kind": "reward_head", "dimensions": {d: d for d in DIMENSIONS},
+        "policy": "helpful"}
+    meta = stages.artifact(trained.outputs["judge"]).meta
+    assert {d: meta["dimensions"][d]["seed_pairs"] for d in DIMENSIONS} == {"harmless": 4, "helpful": 6}
+    assert meta["seed_pairs"] == 10 and meta["per_dimension"]
+    # Each sub-judge trained on its own pairs only, so their weights differ.
+    assert digest_path(judge_dir / "harmless")[0] != digest_path(judge_dir / "helpful")[0]
+
+    settings = JudgeSettings(dtype="float32")
+    router = settings.load(str(judge_dir))
+    assert isinstance(router, PerDimensionJudge) and router.kind == "reward_head"
+    alone = {d: settings.load(str(judge_dir / d)) for d in DIMENSIONS}
+    pairs = stages.heldout()
+    assert {p.dimension for p in pairs} == set(DIMENSIONS)
+    items = [PairItem(p.context, p.chosen, p.rejected, p.dimension) for p in pairs]
+    routed = router.compare(items)
+    # Batches are padded differently when scored alone: equal up to float rounding.
+    assert [v.p_a for v in routed] == pytest.approx([alone[it.dimension].compare([it])[0].p_a for it in items],
+                                                    abs=1e-5)
+    responses = [{"context": it.context, "response": it.response_a, "dimension": it.dimension} for it in items]
+    assert [s.score for s in router.score_absolute(responses)] == pytest.approx(
+        [alone[r["dimension"]].score_absolute([r])[0].score for r in responses], abs=1e-5)
+
+    # The evaluate stage scores the held-out pairs through the same routing.
+    evaluated = stages.run("evaluate", TINY.evaluate.model_copy(update={"max_pairs": None}),
+                           {"heldout_0": stages.data["heldout_0"], "heldout_1": stages.data["heldout_1"],
+                            "judge": trained.outputs["judge"]})
+    metrics = json.loads(stages.path(evaluated.outputs["metrics"]).read_text())
+    assert metrics["pairwise"]["accuracy"] == pytest.approx(sum(v.p_a > 0.5 for v in routed) / len(routed))
+
+    with pytest.raises(ConfigError, match="sub-judges for harmless, helpful, not for dimension 'honest'"):
+        router.compare([PairItem(items[0].context, "a", "b", "honest")])
+
+    # As the first iteration's policy, the judge generates with its policy sub-judge.
+    generated = stages.run("generate", TINY.generate, {"prompts_0": stages.data["prompts_0"],
+                                                       "policy": trained.outputs["judge"]})
+    rows = [json.loads(line) for line in stages.path(generated.outputs["candidates"]).read_text().splitlines()]
+    assert 0 < len(rows) <= 2 * 2 * TINY.generate.samples_per_direction  # empty samples are dropped
+
+
+def test_keep_best_keeps_or_replaces_each_dimensions_judge_on_its_own(stages, monkeypatch):
+    from selfrefine.tasks import judge_gate
+
+    keep_best = KeepBestConfig(validation_fraction=0.25, judge=JudgeSettings(dtype="float32"))
+    config = per_dimension_config(keep_best=keep_best)
+    first = stages.run("train_judge", config, {"seed_pairs_0": stages.data["seed_pairs_0"]})
+    first_dir = stages.path(first.outputs["judge"])
+    first_meta = stages.artifact(first.outputs["judge"]).meta
+    # A quarter of each dimension's seed pairs (4 harmless, 6 helpful) is held back from its training.
+    assert {d: first_meta["dimensions"][d]["validation_pairs"] for d in DIMENSIONS} == {"harmless": 1, "helpful": 2}
+    assert {d: first_meta["dimensions"][d]["seed_pairs"] for d in DIMENSIONS} == {"harmless": 3, "helpful": 4}
+
+    # The previous harmless judge measures worse than any new one, the previous helpful judge better.
+    def accuracy(judge_dir, pairs, *args, **kwargs):
+        judge_dir = Path(judge_dir)
+        previous = judge_dir.parent == first_dir  # new ones are trained in by_dimension/<dimension>/judge
+        assert {p.dimension for p in pairs} == {judge_dir.name if previous else judge_dir.parent.name}
+        if previous:
+            return 0.5 if judge_dir.name == "harmless" else 1.0
+        return 0.75
+
+    monkeypatch.setattr(judge_gate, "validation_accuracy", accuracy)
+    second = stages.run("train_judge", config, {"seed_pairs_0": stages.data["seed_pairs_0"],
+                                                "init_judge": first.outputs["judge"]}, seed=2)
+    second_dir = stages.path(second.outputs["judge"])
+    meta = stages.artifact(second.outputs["judge"]).meta
+    assert {d: meta["dimensions"][d]["kept_previous_judge"] for d in DIMENSIONS} == {"harmless": False,
+                                                                                     "helpful": True}
+    assert all(meta["dimensions"][d]["started_from"] == "init_judge" for d in DIMENSIONS)
+    assert digest_path(second_dir / "helpful")[0] == digest_path(first_dir / "helpful")[0]
+    assert digest_path(second_dir / "harmless")[0] != digest_path(first_dir / "harmless")[0]
+    rows = stages.metrics(second.stage_run_id)
+    kept = {m.labels.get("dimension"): m.value for m in rows if m.name == "kept_previous_judge"}
+    assert kept == {"harmless": 0.0, "helpful": 1.0, None: 0.5}
+    assert meta["validation_accuracy_new"] == 0.75
+
+
+def test_a_per_dimension_judge_with_a_missing_sub_judge_fails_the_model_check(stages):
+    from selfrefine.models.loading import check_model
+
+    trained = stages.run("train_judge", per_dimension_config(), {"seed_pairs_0": stages.data["seed_pairs_0"]})
+    judge_dir = stages.path(trained.outputs["judge"])
+    copy = judge_dir.parent / "copy"
+    import shutil
+
+    shutil.copytree(judge_dir, copy)
+    assert check_model(str(copy)) == str(copy.resolve())
+    for weights in (copy / "helpful").glob("*.safetensors"):
+        weights.unlink()
+    with pytest.raises(ModelLoadError, match=r"\(helpful judge\).*no \*\.safetensors weights"):
+        check_model(str(copy))
+    shutil.rmtree(copy / "helpful")
+    with pytest.raises(ModelLoadError, match="sub-judge of dimension 'helpful'.*missing"):
+        JudgeSettings(dtype="float32").load(str(copy))
