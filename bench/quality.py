@@ -132,8 +132,9 @@ def stage_metric(run_id: str, iteration: int, stage: str, name: str) -> float | 
     return stage_metrics(run_id, iteration, stage).get(name)
 
 
-def stage_metrics(run_id: str, iteration: int, stage: str) -> dict[str, float]:
-    """The unlabelled metrics of `stage` in `iteration` (of the run that produced it, if reused)."""
+def stage_metrics(run_id: str, iteration: int, stage: str, **labels: str) -> dict[str, float]:
+    """The metrics of `stage` in `iteration` (of the run that produced it, if reused) whose labels
+    are exactly `labels` (none: the stage's overall figures)."""
     from selfrefine.storage import repository as repo
     from selfrefine.storage.engine import default_store
 
@@ -145,7 +146,7 @@ def stage_metrics(run_id: str, iteration: int, stage: str) -> dict[str, float]:
             for sr in repo.stage_runs_of(s, it.id):
                 if sr.stage == stage:
                     producer = repo.producing_stage_run(s, sr)
-                    return {m.name: m.value for m in repo.metrics_of(s, producer.id) if not m.labels}
+                    return {m.name: m.value for m in repo.metrics_of(s, producer.id) if m.labels == labels}
     return {}
 
 
@@ -153,9 +154,17 @@ def fmt(value, digits: int = 3) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
-def judge_choice(run_id: str, iteration: int) -> str:
-    """Which judge the iteration used under keep_best, with the validation accuracies behind it."""
-    values = stage_metrics(run_id, iteration, "train_judge")
+def judge_choice(run_id: str, iteration: int, dimensions: tuple[str, ...] = ("harmless", "helpful")) -> str:
+    """Which judge the iteration used under keep_best, with the validation accuracies behind it
+    (for a judge per dimension, each dimension's)."""
+    by_dimension = [(d, stage_metrics(run_id, iteration, "train_judge", dimension=d)) for d in dimensions]
+    by_dimension = [(d, values) for d, values in by_dimension if values]
+    if by_dimension:
+        return "; ".join(f"{d}: {gate_outcome(values)}" for d, values in by_dimension)
+    return gate_outcome(stage_metrics(run_id, iteration, "train_judge"))
+
+
+def gate_outcome(values: dict[str, float]) -> str:
     new, previous = values.get("validation_accuracy_new"), values.get("validation_accuracy_previous")
     if new is None:
         return "new (no keep_best)"
@@ -281,7 +290,7 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--prompts", type=int, default=200, help="AlpacaEval prompts for seed pairs and generation")
-    parser.add_argument("--pairs-per-prompt", type=int, default=2, help="helpful seed pairs per AlpacaEval prompt")
+    parser.add_argument("--pairs-per-prompt", type=int, default=10, help="helpful seed pairs per AlpacaEval prompt")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="override a run-config field (as `selfrefine run --set`)")
     parser.add_argument("--tricks", action="store_true", help="measure the judge tricks instead of the loop")
