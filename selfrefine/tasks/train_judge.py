@@ -233,34 +233,36 @@ def _train_per_dimension(ctx: StageContext, previous: Path | None, seed_pairs: l
         # (trained before judge_per_dimension was set) is every dimension's previous judge.
         prev = previous if previous_subs is None else previous_subs.get(dim)
         log.info("train_judge: the %s judge", dim)
+        sub_out = ctx.out_dir / "by_dimension" / dim
+        sub_out.mkdir(parents=True)
         sub_dir, sub_meta, sub_metrics = _train_and_gate(
-            ctx, _fresh_dir(ctx.out_dir / "by_dimension" / dim), prev, [p for p in seed_pairs if canonical(p) == dim],
+            ctx, sub_out, prev, [p for p in seed_pairs if canonical(p) == dim],
             [p for p in self_pairs if canonical(p) == dim], dimension=dim)
         shutil.move(str(sub_dir), judge_dir / dim)
         meta["dimensions"][dim] = sub_meta
         metrics += [(name, value, {**labels, "dimension": dim}) for name, value, labels in sub_metrics]
+    for dim, sub in sorted((previous_subs or {}).items()):
+        if dim not in meta["dimensions"]:  # no pairs of it this time: the judge keeps judging it as before
+            shutil.copytree(sub, judge_dir / dim)
+            meta["dimensions"][dim] = {"carried_over": True}
     # When this judge is the first iteration's policy, the sub-judge trained on the most pairs generates.
-    policy = max(dimensions, key=lambda d: (meta["dimensions"][d]["examples"], d))
-    write_judge_info(judge_dir, PER_DIMENSION, judge_kind=cfg.judge_kind, dimensions={d: d for d in dimensions},
-                     policy=policy)
+    policy = max(meta["dimensions"], key=lambda d: (meta["dimensions"][d].get("examples", 0), d))
+    write_judge_info(judge_dir, PER_DIMENSION, judge_kind=cfg.judge_kind,
+                     dimensions={d: d for d in meta["dimensions"]}, policy=policy)
     totals = _totals(meta["dimensions"])
-    meta |= totals
-    return judge_dir, meta, metrics + [(k, float(v), {}) for k, v in totals.items() if v is not None]
-
-
-def _fresh_dir(path: Path) -> Path:
-    path.mkdir(parents=True)
-    return path
+    overall = {"train_examples": totals["examples"], "train_seconds": totals["train_seconds"],
+               "turns_cut": totals["turns_cut"]}
+    overall |= {k: totals[k] for k in ("validation_accuracy_new", "kept_previous_judge") if k in totals}
+    return judge_dir, meta | totals, metrics + [(k, float(v), {}) for k, v in overall.items()]
 
 
 def _totals(by_dimension: Mapping[str, dict]) -> dict:
-    """The whole judge's figures from its sub-judges': counts add up; the validation accuracy is
-    pooled over every dimension's held-back pairs; `kept_previous_judge` is the share of
-    dimensions whose previous judge was kept."""
+    """The whole judge's figures from its sub-judges': counts and training time add up; the
+    validation accuracy is pooled over every dimension's held-back pairs; `kept_previous_judge` is
+    the share of the gated dimensions whose previous judge was kept."""
     subs = list(by_dimension.values())
-    totals: dict = {k: sum(m.get(k, 0) for m in subs) for k in ("examples", "seed_pairs", "self_pairs", "turns_cut")}
-    totals["train_examples"] = totals["examples"]
-    totals["train_seconds"] = sum(m.get("train_seconds", 0.0) for m in subs)
+    totals: dict = {k: sum(m.get(k, 0) for m in subs)
+                    for k in ("examples", "seed_pairs", "self_pairs", "turns_cut", "train_seconds")}
     validated = [m for m in subs if m.get("validation_pairs")]
     n = sum(m["validation_pairs"] for m in validated)
     if n:
@@ -268,7 +270,7 @@ def _totals(by_dimension: Mapping[str, dict]) -> dict:
                                                 for m in validated) / n
         with_previous = [m for m in validated if m.get("validation_accuracy_previous") is not None]
         if with_previous:
-            totals["kept_previous_judge"] = sum(bool(m["kept_previous_judge"]) for m in validated) / len(validated)
+            totals["kept_previous_judge"] = sum(bool(m["kept_previous_judge"]) for m in with_previous) / len(with_previous)
     return totals
 
 

@@ -35,6 +35,7 @@ class Stages:
         self.store, self.artifacts = store, artifacts
         # Demo pairs 0–23 are helpful, 24–47 harmless: 6 + 4 seed pairs, and held-out pairs of both.
         sources = {"seed_pairs_0": ("pairs", DataSource(kind="demo", skip=18, limit=10)),
+                   "helpful_only": ("pairs", DataSource(kind="demo", skip=18, limit=6)),
                    "prompts_0": ("prompts", DataSource(kind="demo", limit=2)),
                    "heldout_0": ("pairs", DataSource(kind="demo", skip=12, limit=4)),
                    "heldout_1": ("pairs", DataSource(kind="demo", skip=42, limit=4))}
@@ -153,6 +154,20 @@ def test_keep_best_keeps_or_replaces_each_dimensions_judge_on_its_own(stages, mo
     kept = {m.labels.get("dimension"): m.value for m in rows if m.name == "kept_previous_judge"}
     assert kept == {"harmless": 0.0, "helpful": 1.0, None: 0.5}
     assert meta["validation_accuracy_new"] == 0.75
+
+
+def test_a_dimension_without_pairs_this_time_keeps_its_previous_judge(stages):
+    config = per_dimension_config()
+    first = stages.run("train_judge", config, {"seed_pairs_0": stages.data["seed_pairs_0"]})
+    second = stages.run("train_judge", config, {"seed_pairs_0": stages.data["helpful_only"],
+                                                "init_judge": first.outputs["judge"]}, seed=2)
+    first_dir, second_dir = stages.path(first.outputs["judge"]), stages.path(second.outputs["judge"])
+    assert json.loads((second_dir / JUDGE_INFO).read_text())["dimensions"] == {d: d for d in DIMENSIONS}
+    assert digest_path(second_dir / "harmless")[0] == digest_path(first_dir / "harmless")[0]
+    assert digest_path(second_dir / "helpful")[0] != digest_path(first_dir / "helpful")[0]
+    meta = stages.artifact(second.outputs["judge"]).meta
+    assert meta["dimensions"]["harmless"] == {"carried_over": True}
+    assert meta["dimensions"]["helpful"]["started_from"] == "init_judge" and meta["seed_pairs"] == 6
 
 
 def test_a_per_dimension_judge_with_a_missing_sub_judge_fails_the_model_check(stages):
