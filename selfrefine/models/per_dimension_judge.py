@@ -48,6 +48,19 @@ def sub_judge_dirs(directory: str | Path, info: Mapping[str, Any]) -> dict[str, 
     return found
 
 
+def _shared_attribute(name: str) -> property:
+    """An attribute read from the first sub-judge and written to all of them."""
+
+    def get(self: PerDimensionJudge) -> Any:
+        return getattr(next(iter(self.judges.values())), name, ())
+
+    def set_(self: PerDimensionJudge, value: Any) -> None:
+        for judge in self.judges.values():
+            setattr(judge, name, value)
+
+    return property(get, set_)
+
+
 class PerDimensionJudge:
     """Routes every item to the sub-judge of its dimension (see the module docstring)."""
 
@@ -79,28 +92,11 @@ class PerDimensionJudge:
         items = [_coerce(i, PairItem) for i in items]
         return self._routed("compare_cot", items, *args, per_item={"hints": hints}, **kwargs)
 
-    @property
-    def absolute_demonstrations(self) -> tuple:
-        return self._shared("absolute_demonstrations")
-
-    @absolute_demonstrations.setter
-    def absolute_demonstrations(self, value: tuple) -> None:
-        for judge in self.judges.values():
-            judge.absolute_demonstrations = value
-
-    @property
-    def pairwise_demonstrations(self) -> tuple:
-        return self._shared("pairwise_demonstrations")
-
-    @pairwise_demonstrations.setter
-    def pairwise_demonstrations(self, value: tuple) -> None:
-        for judge in self.judges.values():
-            judge.pairwise_demonstrations = value
+    # Demonstrations set on the router (evaluate's n-shot trick) go to every sub-judge.
+    absolute_demonstrations = _shared_attribute("absolute_demonstrations")
+    pairwise_demonstrations = _shared_attribute("pairwise_demonstrations")
 
     # -- internals --
-
-    def _shared(self, name: str) -> tuple:
-        return getattr(next(iter(self.judges.values())), name, ())
 
     def dimension_of(self, item: Any) -> str:
         name = get_dimension(item.dimension, self.dimension_extra).name
