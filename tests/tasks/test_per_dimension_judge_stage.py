@@ -69,9 +69,23 @@ def per_dimension_config(**update):
                                                "reward_recipe": recipe, **update})
 
 
-@pytest.fixture
-def stages(store, artifacts) -> Stages:
-    return Stages(store, artifacts)
+@pytest.fixture(scope="module")
+def stages(tmp_path_factory, model_cache) -> Stages:
+    """One store for the module: a judge trained with the same config on the same pairs is reused
+    by its stage key instead of trained again."""
+    from selfrefine.storage.artifacts import ArtifactStore
+    from selfrefine.storage.engine import Store
+
+    home = tmp_path_factory.mktemp("per-dimension-home")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("SELFREFINE_HOME", str(home))
+        env.setenv("SELFREFINE_MODEL_CACHE", str(model_cache))
+        env.setenv("HF_HUB_OFFLINE", "1")
+        for var in ("SELFREFINE_DB_URL", "SELFREFINE_ARTIFACTS"):
+            env.delenv(var, raising=False)
+        store = Store(f"sqlite:///{home / 'store.db'}")
+        yield Stages(store, ArtifactStore(str(home / "artifacts")))
+        store.dispose()
 
 
 def test_each_dimension_gets_its_own_judge_and_items_are_scored_by_their_dimensions_judge(stages):
@@ -170,15 +184,14 @@ def test_a_dimension_without_pairs_this_time_keeps_its_previous_judge(stages):
     assert meta["dimensions"]["helpful"]["started_from"] == "init_judge" and meta["seed_pairs"] == 6
 
 
-def test_a_per_dimension_judge_with_a_missing_sub_judge_fails_the_model_check(stages):
+def test_a_per_dimension_judge_with_a_missing_sub_judge_fails_the_model_check(stages, tmp_path):
+    import shutil
+
     from selfrefine.models.loading import check_model
 
     trained = stages.run("train_judge", per_dimension_config(), {"seed_pairs_0": stages.data["seed_pairs_0"]})
-    judge_dir = stages.path(trained.outputs["judge"])
-    copy = judge_dir.parent / "copy"
-    import shutil
-
-    shutil.copytree(judge_dir, copy)
+    copy = tmp_path / "copy"
+    shutil.copytree(stages.path(trained.outputs["judge"]), copy)
     assert check_model(str(copy)) == str(copy.resolve())
     for weights in (copy / "helpful").glob("*.safetensors"):
         weights.unlink()
