@@ -20,12 +20,13 @@ JUDGE_INFO = "judge.json"
 JudgeKind = Literal["generative", "reward_head"]
 JUDGE_KINDS: tuple[str, ...] = ("generative", "reward_head")
 PER_DIMENSION = "per_dimension"
+STORED_KINDS = (*JUDGE_KINDS, PER_DIMENSION)  # what a judge.json may name
 
 
 def write_judge_info(directory: str | Path, kind: JudgeKind | Literal["per_dimension"], **details: Any) -> Path:
     """Record the judge kind (and whatever its loader needs) in `directory`."""
-    if kind not in (*JUDGE_KINDS, PER_DIMENSION):
-        raise ValueError(f"judge kind must be one of {JUDGE_KINDS + (PER_DIMENSION,)}, got {kind!r}")
+    if kind not in STORED_KINDS:
+        raise ValueError(f"judge kind must be one of {STORED_KINDS}, got {kind!r}")
     path = Path(directory) / JUDGE_INFO
     path.write_text(json.dumps({"kind": kind, **details}, indent=2, sort_keys=True) + "\n")
     return path
@@ -41,9 +42,9 @@ def read_judge_info(directory: str | Path) -> dict[str, Any]:
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"{path} is not readable JSON ({exc}); the judge directory is corrupted: "
                              "train the judge again") from None
-    if not isinstance(info, dict) or info.get("kind") not in (*JUDGE_KINDS, PER_DIMENSION):
+    if not isinstance(info, dict) or info.get("kind") not in STORED_KINDS:
         raise ModelLoadError(f"{path} names judge kind {info.get('kind') if isinstance(info, dict) else info!r}; "
-                             f"known kinds are {', '.join(JUDGE_KINDS + (PER_DIMENSION,))}. Fix: train the judge "
+                             f"known kinds are {', '.join(STORED_KINDS)}. Fix: train the judge "
                              "again with this selfrefine version")
     return info
 

@@ -217,18 +217,22 @@ def _train_per_dimension(ctx: StageContext, previous: Path | None, seed_pairs: l
 
     cfg: TrainJudgeConfig = ctx.config
     previous_subs = None
-    if previous is not None and read_judge_info(previous)["kind"] == PER_DIMENSION:
-        previous_subs = sub_judge_dirs(previous, read_judge_info(previous))
+    if previous is not None:
+        info = read_judge_info(previous)
+        previous_subs = sub_judge_dirs(previous, info) if info["kind"] == PER_DIMENSION else None
 
-    def canonical(pair: PreferencePair) -> str:
-        return get_dimension(pair.dimension, cfg.dimension_definitions).name
+    def by_dimension(pairs: list[PreferencePair]) -> dict[str, list[PreferencePair]]:
+        groups: dict[str, list[PreferencePair]] = {}
+        for pair in pairs:
+            groups.setdefault(get_dimension(pair.dimension, cfg.dimension_definitions).name, []).append(pair)
+        return groups
 
-    dimensions = sorted({canonical(p) for p in seed_pairs + self_pairs})
+    seed_by_dim, self_by_dim = by_dimension(seed_pairs), by_dimension(self_pairs)
     judge_dir = ctx.out_dir / "judge"
     judge_dir.mkdir()
     meta: dict = {"judge_kind": cfg.judge_kind, "per_dimension": True, "dimensions": {}}
     metrics: list = []
-    for dim in dimensions:
+    for dim in sorted(seed_by_dim.keys() | self_by_dim.keys()):
         # A dimension new to this iteration starts from the base model; a single previous judge
         # (trained before judge_per_dimension was set) is every dimension's previous judge.
         prev = previous if previous_subs is None else previous_subs.get(dim)
@@ -236,8 +240,7 @@ def _train_per_dimension(ctx: StageContext, previous: Path | None, seed_pairs: l
         sub_out = ctx.out_dir / "by_dimension" / dim
         sub_out.mkdir(parents=True)
         sub_dir, sub_meta, sub_metrics = _train_and_gate(
-            ctx, sub_out, prev, [p for p in seed_pairs if canonical(p) == dim],
-            [p for p in self_pairs if canonical(p) == dim], dimension=dim)
+            ctx, sub_out, prev, seed_by_dim.get(dim, []), self_by_dim.get(dim, []), dimension=dim)
         shutil.move(str(sub_dir), judge_dir / dim)
         meta["dimensions"][dim] = sub_meta
         metrics += [(name, value, {**labels, "dimension": dim}) for name, value, labels in sub_metrics]
