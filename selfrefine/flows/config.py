@@ -72,10 +72,10 @@ class RunConfig(BaseModel):
 
     @model_validator(mode="after")
     def _tricks_fit_judge_kind(self) -> RunConfig:
-        if self.train_judge.judge_kind == "reward_head" and self.evaluate.uses_generative_tricks:
+        if "reward_head" in self.train_judge.judge_kinds and self.evaluate.uses_generative_tricks:
             raise ValueError("evaluate.demonstrations and evaluate.chain_of_thought prompt a generative judge; "
-                             "train_judge.judge_kind is 'reward_head'. Set demonstrations: 0 and "
-                             "chain_of_thought: null, or judge_kind: generative")
+                             "train_judge trains a 'reward_head' judge (judge_kind or dimension_judge_kinds). "
+                             "Set demonstrations: 0 and chain_of_thought: null, or only generative judge kinds")
         return self
 
     @model_validator(mode="after")

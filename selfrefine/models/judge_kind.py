@@ -4,8 +4,8 @@
 decoder judge that answers Yes/No and A/B, `{"kind": "reward_head", "head": {...}}` for a backbone
 with a scalar head. A directory without the file (a base model, an alias, a hub id, a judge saved
 before the file existed) is a generative judge. A judge trained per dimension is a directory of
-such judges, one per dimension, with `{"kind": "per_dimension", "judge_kind": …, "dimensions": …}`
-(see `per_dimension_judge`).
+such judges, one per dimension and each of its own kind, with `{"kind": "per_dimension",
+"judge_kinds": …, "dimensions": …}` (see `per_dimension_judge`).
 """
 
 from __future__ import annotations
@@ -49,11 +49,15 @@ def read_judge_info(directory: str | Path) -> dict[str, Any]:
     return info
 
 
-def scoring_kind(directory: str | Path) -> JudgeKind:
-    """How the judge in `directory` scores: `generative` or `reward_head` (for a per-dimension
-    judge, the kind of its sub-judges)."""
+def kinds_by_dimension(directory: str | Path) -> dict[str | None, JudgeKind]:
+    """Which kind of judge scores each dimension: `{None: kind}` for a single judge (it scores every
+    dimension), `{dimension: kind}` for a per-dimension judge (each sub-judge's own kind)."""
     info = read_judge_info(directory)
-    return info.get("judge_kind", "generative") if info["kind"] == PER_DIMENSION else info["kind"]
+    if info["kind"] != PER_DIMENSION:
+        return {None: info["kind"]}
+    from selfrefine.models.per_dimension_judge import sub_judge_dirs
+
+    return {dim: read_judge_info(path)["kind"] for dim, path in sub_judge_dirs(directory, info).items()}
 
 
 def as_policy(model: str) -> str:

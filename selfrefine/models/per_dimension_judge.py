@@ -5,11 +5,12 @@ trades one judgement against the other; bench/dimension_mix.py measured the same
 helpful pairs cost a one-head judge 0.03–0.04 held-out harmless accuracy). `train_judge` with
 `judge_per_dimension: true` writes this layout:
 
-    judge/judge.json     {"kind": "per_dimension", "judge_kind": "reward_head",
+    judge/judge.json     {"kind": "per_dimension",
+                          "judge_kinds": {"harmless": "generative", "helpful": "reward_head"},
                           "dimensions": {"harmless": "harmless", "helpful": "helpful"},
-                          "policy": "helpful"}
+                          "policy": "harmless"}
     judge/harmless/      a complete judge directory (its own judge.json, weights, tokenizer)
-    judge/helpful/       another
+    judge/helpful/       another, of the same kind or not (`train_judge.dimension_judge_kinds`)
 
 `PerDimensionJudge` scores through the same interface as the single judges (`score_absolute`,
 `compare`, `compare_cot`): it groups the items by dimension, asks each dimension's sub-judge for
@@ -64,11 +65,13 @@ def _shared_attribute(name: str) -> property:
 class PerDimensionJudge:
     """Routes every item to the sub-judge of its dimension (see the module docstring)."""
 
-    def __init__(self, judges: Mapping[str, Any], kind: str, dimension_extra: Mapping[str, str] | None = None):
+    def __init__(self, judges: Mapping[str, Any], dimension_extra: Mapping[str, str] | None = None):
         if not judges:
             raise ValueError("a per-dimension judge needs at least one sub-judge")
         self.judges = dict(judges)
-        self.kind = kind  # the sub-judges' kind: what the judging tricks check
+        # What the judging tricks check: the sub-judges' kind, or "mixed" when they differ.
+        kinds = {judge.kind for judge in self.judges.values()}
+        self.kind = kinds.pop() if len(kinds) == 1 else "mixed"
         self.dimension_extra = dict(dimension_extra or {})
 
     @classmethod
@@ -76,8 +79,7 @@ class PerDimensionJudge:
                        load: Callable[[str], Any], dimension_extra: Mapping[str, str] | None = None,
                        ) -> PerDimensionJudge:
         """Load each sub-judge with `load(path)` (the same settings as a single judge)."""
-        return cls({dim: load(str(path)) for dim, path in sub_judge_dirs(directory, info).items()},
-                   str(info.get("judge_kind", "generative")), dimension_extra)
+        return cls({dim: load(str(path)) for dim, path in sub_judge_dirs(directory, info).items()}, dimension_extra)
 
     # -- the single judges' interface --
 

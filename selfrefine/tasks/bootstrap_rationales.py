@@ -105,20 +105,28 @@ def rationale_records(shown: Sequence[Shown], first, second: Mapping[int, object
 def run(ctx: StageContext) -> StageReturn:
     from selfrefine.models.generation.base import SamplingParams
     from selfrefine.models.judge import PairItem
-    from selfrefine.models.judge_kind import scoring_kind
+    from selfrefine.models.judge_kind import kinds_by_dimension
 
     cfg: BootstrapConfig = ctx.config
     seed = ctx.seed or 0
-    pairs = sample(read_pairs(inputs_with_prefix(ctx.inputs, "pairs"), cfg.dimension_definitions), cfg.max_pairs, seed)
-    shown = present(pairs, seed)
     judge_dir = str(require(ctx.inputs, "judge", STAGE).path)
-    if scoring_kind(judge_dir) == "reward_head":
-        # A reward head scores; it writes no chain of thought, and its training uses no rationales.
-        # Its kind is in judge.json, so the model itself need not be loaded to find that out.
+    pairs = read_pairs(inputs_with_prefix(ctx.inputs, "pairs"), cfg.dimension_definitions)
+    # A reward head scores; it writes no chain of thought, and its training uses no rationales. The
+    # kinds are in judge.json, so no model need be loaded to find out which pairs can get rationales.
+    kinds = kinds_by_dimension(judge_dir)
+    if None not in kinds:  # a per-dimension judge: rationales for the dimensions of its generative sub-judges
+        writers = {dim for dim, kind in kinds.items() if kind == "generative"}
+        usable = [p for p in pairs if get_dimension(p.dimension, cfg.dimension_definitions).name in writers]
+        if len(usable) < len(pairs):
+            log.info("bootstrap_rationales: %d of %d pairs are of dimensions without a generative judge "
+                     "(which gives no rationales); bootstrapping on the other %d", len(pairs) - len(usable),
+                     len(pairs), len(usable))
+        pairs = usable
+    elif kinds[None] == "reward_head":
         log.warning("bootstrap_rationales: the judge is a reward head, which gives no rationales; writing none")
-        shown, judge = [], None
-    else:
-        judge = cfg.judge.load(judge_dir, cfg.dimension_definitions)
+        pairs = []
+    shown = present(sample(pairs, cfg.max_pairs, seed), seed)
+    judge = cfg.judge.load(judge_dir, cfg.dimension_definitions) if shown else None
     items = [PairItem(s.pair.context, *s.options, dimension=s.pair.dimension) for s in shown]
     params = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p,
                             max_new_tokens=cfg.max_new_tokens, seed=seed)

@@ -26,6 +26,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from selfrefine.data import PreferencePair
+from selfrefine.errors import UnknownDimensionError
 from selfrefine.models import prompts as P
 from selfrefine.models.dimensions import get_dimension
 from selfrefine.models.judge_kind import JudgeKind
@@ -86,29 +87,75 @@ class TrainJudgeConfig(BaseModel):
         "pairs only (as Llama 2 trains separate helpfulness and safety reward models), and score every "
         "item with its dimension's judge. One judge trained on two dimensions trades one against the "
         "other (bench/dimension_mix.py). keep_best then holds back and gates per dimension."))
+    dimension_judge_kinds: dict[str, JudgeKind] = Field(default_factory=dict, description=(
+        "With judge_per_dimension: the judge kind of a dimension where it differs from judge_kind, e.g. "
+        "{harmless: generative}. On hh-rlhf harmless alone the generative judge measured 0.636 held-out "
+        "accuracy against the reward head's 0.600 (bench/judges.py), while best-of-n on AlpacaEval wants "
+        "the reward head. Each stage scores an item with its dimension's judge, whatever its kind."))
+    pair_batches: bool = Field(False, description=(
+        "Generative judge: train each pair's examples (the Yes and No absolute prompts, both orders of the "
+        "pairwise prompt) in the same batch, in batches of similar length, instead of shuffling the "
+        "examples one by one (see `models.training.pair_batches`). Sets the recipe's shuffle off; its "
+        "per_device_batch_size must be a multiple of a pair's example count."))
     keep_best: KeepBestConfig | None = Field(None, description=(
         "Hold back some seed pairs from training and output the previous judge instead of the new "
         "one unless the new one judges them better (see `judge_gate`); None = always the new judge."))
     dimension_definitions: dict[str, str] = dimension_definitions_field()
 
+    @property
+    def judge_kinds(self) -> set[str]:
+        """Every judge kind this config may train."""
+        return {self.judge_kind, *self.dimension_judge_kinds.values()}
+
+    def kind_for(self, dimension: str | None) -> JudgeKind:
+        """The judge kind of `dimension` (None: the single judge of every dimension)."""
+        if dimension is None:
+            return self.judge_kind
+        for name, kind in self.dimension_judge_kinds.items():
+            if get_dimension(name, self.dimension_definitions).name == dimension:
+                return kind
+        return self.judge_kind
+
     @model_validator(mode="after")
     def _kind_fits_rationale_training(self) -> TrainJudgeConfig:
-        if self.judge_kind == "reward_head" and self.rationale_training == "star_dpo":
+        if "generative" not in self.judge_kinds and self.rationale_training == "star_dpo":
             raise ValueError("rationale_training='star_dpo' trains a generative judge on its rationales; a "
                              "reward_head judge has none. Set judge_kind='generative', or rationale_training='sft' "
                              "(a reward head then leaves the rationales unused)")
         return self
 
+    @model_validator(mode="after")
+    def _dimension_kinds_need_per_dimension_judges(self) -> TrainJudgeConfig:
+        if self.dimension_judge_kinds and not self.judge_per_dimension:
+            raise ValueError("dimension_judge_kinds sets the kind of a dimension's own judge; set "
+                             "judge_per_dimension: true as well, or remove dimension_judge_kinds")
+        for name in self.dimension_judge_kinds:
+            try:
+                get_dimension(name, self.dimension_definitions)
+            except UnknownDimensionError as exc:  # its message lists the known names
+                raise ValueError(f"dimension_judge_kinds: {exc}") from None
+        return self
+
+    @model_validator(mode="after")
+    def _pair_batches_fit_the_batch(self) -> TrainJudgeConfig:
+        per_pair = 2 * len(self.example_kinds)
+        if self.pair_batches and self.recipe.per_device_batch_size % per_pair:
+            raise ValueError(f"pair_batches keeps a pair's {per_pair} examples ({' + '.join(self.example_kinds)}, "
+                             f"2 each) in one batch; recipe.per_device_batch_size "
+                             f"({self.recipe.per_device_batch_size}) must be a multiple of {per_pair}")
+        return self
+
 
 def build_judge_examples(pairs: Sequence[PreferencePair], kinds: Sequence[ExampleKind], *,
                          tokenizer=None, max_prompt_tokens: int = 768,
-                         extra_dimensions: Mapping[str, str] | None = None) -> tuple[list[dict], int]:
-    """(prompt, completion) training examples from labelled pairs, and how many turns were cut.
+                         extra_dimensions: Mapping[str, str] | None = None) -> tuple[list[list[dict]], int]:
+    """(prompt, completion) training examples from labelled pairs, one list per pair, and how many
+    turns were cut.
 
     Pairwise examples come in both orders so the judge cannot learn a position bias; absolute
     examples label the chosen response " Yes" and the rejected one " No".
     """
-    examples: list[dict] = []
+    groups: list[list[dict]] = []
     turns_cut = 0
 
     def fitted(render, context) -> str:
@@ -122,6 +169,8 @@ def build_judge_examples(pairs: Sequence[PreferencePair], kinds: Sequence[Exampl
     for pair in pairs:
         dim = get_dimension(pair.dimension, extra_dimensions)
         ctx, good, bad = pair.context, pair.chosen, pair.rejected
+        examples: list[dict] = []
+        groups.append(examples)
         if "hindsight" in kinds:
             for order in ("chosen_first", "rejected_first"):
                 prompt, completion = P.hindsight_example(ctx, good, bad, dim, order=order)
@@ -134,7 +183,7 @@ def build_judge_examples(pairs: Sequence[PreferencePair], kinds: Sequence[Exampl
             for a, b, answer in ((good, bad, P.OPTION_A), (bad, good, P.OPTION_B)):
                 text = fitted(lambda c, a=a, b=b: P.pairwise_prompt(c, a, b, dim), ctx)
                 examples.append({"prompt": text, "completion": answer})
-    return examples, turns_cut
+    return groups, turns_cut
 
 
 def seed_pair_limit(cfg: TrainJudgeConfig, *, continuing: bool) -> int | None:
@@ -184,17 +233,24 @@ def _train_and_gate(ctx: StageContext, out_dir: Path, previous: Path | None, all
                     self_pairs: list[PreferencePair], dimension: str | None = None) -> Trained:
     """Train one judge in `out_dir` (from `previous` when continuing) and, with keep_best, gate it
     against `previous` on held-back seed pairs. `dimension` limits the rationales to that dimension."""
+    from selfrefine.models.judge_kind import read_judge_info
     from selfrefine.models.loading import load_tokenizer
     from selfrefine.tasks import judge_gate
 
     cfg: TrainJudgeConfig = ctx.config
+    kind = cfg.kind_for(dimension)
     continuing = previous is not None and cfg.continue_from_previous
+    if continuing and (previous_kind := read_judge_info(previous)["kind"]) != kind:
+        # A judge of another kind (or layout) has other weights to continue from: start afresh.
+        log.info("train_judge: the previous %sjudge is a %s judge and this one a %s judge; training from %s",
+                 f"{dimension} " if dimension else "", previous_kind, kind, cfg.base_model)
+        continuing = False
     start = str(previous) if continuing else cfg.base_model
     validation: list[PreferencePair] = []
     if cfg.keep_best is not None:
         all_seed_pairs, validation = judge_gate.split_validation(all_seed_pairs, cfg.keep_best.validation_fraction)
     seed_pairs = sample(all_seed_pairs, seed_pair_limit(cfg, continuing=continuing), ctx.seed or 0)
-    train = _train_reward_head if cfg.judge_kind == "reward_head" else _train_generative
+    train = _train_reward_head if kind == "reward_head" else _train_generative
     judge_dir, meta, metrics = train(ctx, out_dir, start, seed_pairs, self_pairs, load_tokenizer(start), dimension)
     meta = {"started_from": "init_judge" if continuing else cfg.base_model, **meta}
     if cfg.keep_best is not None:
@@ -230,7 +286,7 @@ def _train_per_dimension(ctx: StageContext, previous: Path | None, seed_pairs: l
     seed_by_dim, self_by_dim = by_dimension(seed_pairs), by_dimension(self_pairs)
     judge_dir = ctx.out_dir / "judge"
     judge_dir.mkdir()
-    meta: dict = {"judge_kind": cfg.judge_kind, "per_dimension": True, "dimensions": {}}
+    meta: dict = {"per_dimension": True, "dimensions": {}}
     metrics: list = []
     for dim in sorted(seed_by_dim.keys() | self_by_dim.keys()):
         # A dimension new to this iteration starts from the base model; a single previous judge
@@ -250,7 +306,9 @@ def _train_per_dimension(ctx: StageContext, previous: Path | None, seed_pairs: l
             meta["dimensions"][dim] = {"carried_over": True}
     # When this judge is the first iteration's policy, the sub-judge trained on the most pairs generates.
     policy = max(meta["dimensions"], key=lambda d: (meta["dimensions"][d].get("examples", 0), d))
-    write_judge_info(judge_dir, PER_DIMENSION, judge_kind=cfg.judge_kind,
+    # Read off the sub-judges themselves: a kept or carried-over judge may be of another kind than configured.
+    meta["judge_kinds"] = {d: read_judge_info(judge_dir / d)["kind"] for d in meta["dimensions"]}
+    write_judge_info(judge_dir, PER_DIMENSION, judge_kinds=meta["judge_kinds"],
                      dimensions={d: d for d in meta["dimensions"]}, policy=policy)
     totals = _totals(meta["dimensions"])
     overall = {"train_examples": totals["examples"], "train_seconds": totals["train_seconds"],
@@ -284,22 +342,31 @@ def _train_generative(ctx: StageContext, out_dir: Path, start: str, seed_pairs: 
 
     from selfrefine.models.judge_kind import write_judge_info
     from selfrefine.models.training.dpo import train_star_dpo
+    from selfrefine.models.training.pair_batches import pair_batched
     from selfrefine.models.training.sft import train_sft
 
     cfg: TrainJudgeConfig = ctx.config
     seed = ctx.seed or 0
-    examples, turns_cut = build_judge_examples(
+    groups, turns_cut = build_judge_examples(
         seed_pairs + self_pairs, cfg.example_kinds, tokenizer=tokenizer,
         max_prompt_tokens=cfg.max_prompt_tokens, extra_dimensions=cfg.dimension_definitions)
     star_dpo = cfg.rationale_training == "star_dpo"
     rationale_examples = [] if star_dpo else read_rationale_examples(ctx.inputs, "sft", dimension)
-    examples = sample(examples + [{"prompt": r["prompt"], "completion": r["completion"]}
-                                  for r in rationale_examples], None, seed)
+    rationale_rows = [{"prompt": r["prompt"], "completion": r["completion"]} for r in rationale_examples]
+    recipe = cfg.recipe.model_copy(update={"seed": seed})
+    if cfg.pair_batches:
+        def length(group: Sequence[dict]) -> int:
+            return max(len(tokenizer(e["prompt"] + e["completion"])["input_ids"]) for e in group)
+
+        examples = pair_batched(groups + [[r] for r in rationale_rows], recipe.per_device_batch_size, length,
+                                seed=seed)
+        recipe = recipe.model_copy(update={"shuffle": False, "group_by_length": False})
+    else:
+        examples = sample([e for group in groups for e in group] + rationale_rows, None, seed)
     log.info("train_judge: %d examples (%d seed pairs, %d self pairs, %d rationales) from %s",
              len(examples), len(seed_pairs), len(self_pairs), len(rationale_examples), start)
     judge_dir = out_dir / "judge"
-    result = train_sft(start, Dataset.from_list(examples), judge_dir,
-                       cfg.recipe.model_copy(update={"seed": seed}))
+    result = train_sft(start, Dataset.from_list(examples), judge_dir, recipe)
     final_loss = result.loss_history[-1][1] if result.loss_history else float("nan")
     metrics = [("train_examples", float(len(examples)), {}), ("final_loss", float(final_loss), {}),
                ("train_seconds", float(result.seconds), {}), ("turns_cut", float(turns_cut), {})]

@@ -21,7 +21,7 @@ def _items() -> list[PairItem]:
 
 def test_hints_for_chain_of_thought_go_with_their_items(tiny):
     judges = {"helpful": Judge(*tiny, batch_size=4), "harmless": Judge(*tiny, batch_size=4)}
-    router = PerDimensionJudge(judges, "generative")
+    router = PerDimensionJudge(judges)
     items, hints = _items(), ["A", "B", None, "A"]
     params = SamplingParams(temperature=0.0, max_new_tokens=6, seed=0)
     routed = router.compare_cot(items, k=1, params=params, hints=hints)
@@ -34,7 +34,7 @@ def test_hints_for_chain_of_thought_go_with_their_items(tiny):
 
 def test_demonstrations_set_on_the_router_reach_every_sub_judge(tiny):
     judges = {"helpful": Judge(*tiny), "harmless": Judge(*tiny)}
-    router = PerDimensionJudge(judges, "generative")
+    router = PerDimensionJudge(judges)
     demo = (P.Demonstration("Is it helpful?", P.YES),)
     router.absolute_demonstrations = demo
     router.pairwise_demonstrations = demo

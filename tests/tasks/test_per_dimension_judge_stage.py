@@ -93,7 +93,8 @@ def test_each_dimension_gets_its_own_judge_and_items_are_scored_by_their_dimensi
     judge_dir = stages.path(trained.outputs["judge"])
     # The sub-judge trained on the most pairs is the one that generates when the judge is the policy.
     assert json.loads((judge_dir / JUDGE_INFO).read_text()) == {
-        "kind": "per_dimension", "judge_kind": "reward_head", "dimensions": {d: d for d in DIMENSIONS},
+        "kind": "per_dimension", "judge_kinds": {d: "reward_head" for d in DIMENSIONS},
+        "dimensions": {d: d for d in DIMENSIONS},
         "policy": "helpful"}
     meta = stages.artifact(trained.outputs["judge"]).meta
     assert {d: meta["dimensions"][d]["seed_pairs"] for d in DIMENSIONS} == {"harmless": 4, "helpful": 6}
@@ -131,6 +132,48 @@ def test_each_dimension_gets_its_own_judge_and_items_are_scored_by_their_dimensi
                                                        "policy": trained.outputs["judge"]})
     rows = [json.loads(line) for line in stages.path(generated.outputs["candidates"]).read_text().splitlines()]
     assert 0 < len(rows) <= 2 * 2 * TINY.generate.samples_per_direction  # empty samples are dropped
+
+
+def test_dimensions_can_have_judges_of_different_kinds(stages):
+    first = stages.run("train_judge", per_dimension_config(), {"seed_pairs_0": stages.data["seed_pairs_0"]})
+    mixed = per_dimension_config(dimension_judge_kinds={"harmless": "generative"}, example_kinds=["absolute"],
+                                 pair_batches=True)
+    trained = stages.run("train_judge", mixed, {"seed_pairs_0": stages.data["seed_pairs_0"],
+                                                "init_judge": first.outputs["judge"]}, seed=2)
+    judge_dir = stages.path(trained.outputs["judge"])
+    kinds = {"harmless": "generative", "helpful": "reward_head"}
+    assert json.loads((judge_dir / JUDGE_INFO).read_text())["judge_kinds"] == kinds
+    assert {d: json.loads((judge_dir / d / JUDGE_INFO).read_text())["kind"] for d in DIMENSIONS} == kinds
+    meta = stages.artifact(trained.outputs["judge"]).meta
+    # The harmless judge changed kind, so it starts from the base model; the helpful one continues.
+    assert meta["dimensions"]["harmless"]["started_from"] == TINY.train_judge.base_model
+    assert meta["dimensions"]["helpful"]["started_from"] == "init_judge"
+    assert meta["dimensions"]["harmless"]["examples"] == 2 * 4  # the Yes and No prompt of 4 harmless pairs
+
+    settings = JudgeSettings(dtype="float32")
+    router = settings.load(str(judge_dir))
+    assert router.kind == "mixed" and {d: j.kind for d, j in router.judges.items()} == kinds
+    pairs = stages.heldout()
+    responses = [{"context": p.context, "response": p.chosen, "dimension": p.dimension} for p in pairs]
+    alone = {d: settings.load(str(judge_dir / d)) for d in DIMENSIONS}
+    assert [s.score for s in router.score_absolute(responses)] == pytest.approx(
+        [alone[r["dimension"]].score_absolute([r])[0].score for r in responses], abs=1e-5)
+
+    # Absolute verdicts read both kinds' scores the same way, so evaluate scores every held-out pair.
+    evaluated = stages.run("evaluate", TINY.evaluate.model_copy(update={"max_pairs": None,
+                                                                        "pairwise_verdicts": "absolute"}),
+                           {"heldout_0": stages.data["heldout_0"], "heldout_1": stages.data["heldout_1"],
+                            "judge": trained.outputs["judge"]})
+    metrics = json.loads(stages.path(evaluated.outputs["metrics"]).read_text())
+    assert set(metrics["by_dimension"]) == set(DIMENSIONS) and metrics["pairwise"]["n"] == len(pairs)
+
+    # Only the generative sub-judge writes rationales: bootstrapping sees the harmless pairs only.
+    boot = stages.run("bootstrap_rationales", TINY.bootstrap_rationales.model_copy(update={"max_pairs": 10}),
+                      {"pairs_0": stages.data["seed_pairs_0"], "judge": trained.outputs["judge"]})
+    out = stages.path(boot.outputs["rationales"])
+    assert json.loads((out / "stats.json").read_text())["pairs"] == 4
+    rows = [json.loads(line) for line in (out / "sft.jsonl").read_text().splitlines()]
+    assert {r["dimension"] for r in rows} <= {"harmless"}
 
 
 def test_keep_best_keeps_or_replaces_each_dimensions_judge_on_its_own(stages, monkeypatch):
