@@ -250,6 +250,7 @@ def run_tricks(args, data: dict, data_line: str) -> None:
     # The judge also learns the pairwise prompt, so the side-by-side readings (knockout best-of-n,
     # chain of thought) ask it something it was trained on.
     generative = ["train_judge.judge_kind=generative", "train_judge.example_kinds=[absolute, pairwise]",
+                  "evaluate.pairwise_verdicts=prompt", "evaluate.bestofn_scoring=absolute",
                   f"train_judge.max_seed_pairs={args.trick_seed_pairs}",
                   f"bootstrap_rationales.max_pairs={args.trick_rationale_pairs}",
                   f"evaluate.max_pairs={args.trick_pairs}", f"evaluate.max_bestofn={args.trick_bestofn}",

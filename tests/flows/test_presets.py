@@ -26,11 +26,17 @@ def test_the_gpu_preset_sends_the_model_stages_to_the_gpu_pool():
     assert cfg.generate.backend.backend == "vllm" and cfg.train_judge.recipe.deepspeed is not None
 
 
-def test_the_quality_preset_trains_a_reward_head_cheaply_and_replays_seed_pairs():
+def test_the_quality_preset_gives_each_dimension_its_judge_kind_trains_cheaply_and_replays_seed_pairs():
     cfg = load_preset("quality")
-    assert cfg.train_judge.judge_kind == "reward_head"
-    recipe = cfg.train_judge.reward_recipe
-    assert recipe.train_last_layers and recipe.group_by_length and cfg.train_judge.replay_seed_pairs
+    judge = cfg.train_judge
+    assert judge.judge_per_dimension and (judge.kind_for("harmless"), judge.kind_for("helpful")) == (
+        "generative", "reward_head")
+    assert judge.pair_batches and judge.recipe.train_last_layers and judge.replay_seed_pairs
+    recipe = judge.reward_recipe
+    assert recipe.train_last_layers and recipe.group_by_length
+    # Both kinds are read by their absolute scores, the one reading they share.
+    assert cfg.evaluate.pairwise_verdicts == cfg.score_filter.pairwise_verdicts == "absolute"
+    assert judge.keep_best.pairwise_verdicts == "absolute" and cfg.evaluate.bestofn_scoring == "yes_log_odds"
 
 
 def test_generative_judge_tricks_with_a_reward_head_are_refused_before_anything_runs():
@@ -40,3 +46,6 @@ def test_generative_judge_tricks_with_a_reward_head_are_refused_before_anything_
         parse_config(raw)
     raw["train_judge"]["judge_kind"] = "generative"
     assert parse_config(raw).evaluate.demonstrations == 2
+    raw["train_judge"]["dimension_judge_kinds"] = {"helpful": "reward_head"}
+    with pytest.raises(ConfigError, match="dimension_judge_kinds"):
+        parse_config(raw)
