@@ -26,7 +26,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from selfrefine.data import PreferencePair
-from selfrefine.errors import UnknownDimensionError
+from selfrefine.errors import DataError, UnknownDimensionError
 from selfrefine.models import prompts as P
 from selfrefine.models.dimensions import get_dimension
 from selfrefine.models.judge_kind import JudgeKind
@@ -147,43 +147,52 @@ class TrainJudgeConfig(BaseModel):
 
 
 def build_judge_examples(pairs: Sequence[PreferencePair], kinds: Sequence[ExampleKind], *,
-                         tokenizer=None, max_prompt_tokens: int = 768,
-                         extra_dimensions: Mapping[str, str] | None = None) -> tuple[list[list[dict]], int]:
-    """(prompt, completion) training examples from labelled pairs, one list per pair, and how many
-    turns were cut.
+                         tokenizer=None, max_prompt_tokens: int = 768, max_length: int | None = None,
+                         extra_dimensions: Mapping[str, str] | None = None) -> tuple[list[list[dict]], int, int]:
+    """(prompt, completion) training examples from labelled pairs, one list per pair; how many
+    turns were cut; and how many pairs were left out because a prompt still fills the trainer's
+    `max_length` with its context cut to `max_prompt_tokens` (its responses alone are too long).
+    The trainer would drop such an example and train its partner alone; leaving the whole pair out
+    keeps each pair's examples together.
 
     Pairwise examples come in both orders so the judge cannot learn a position bias; absolute
     examples label the chosen response " Yes" and the rejected one " No".
     """
     groups: list[list[dict]] = []
-    turns_cut = 0
-
-    def fitted(render, context) -> str:
-        nonlocal turns_cut
-        if tokenizer is None:
-            return render(list(context))
-        r = P.fit_to_budget(render, context, tokenizer, max_prompt_tokens)
-        turns_cut += r.turns_cut
-        return r.text
+    turns_cut = too_long = 0
 
     for pair in pairs:
         dim = get_dimension(pair.dimension, extra_dimensions)
         ctx, good, bad = pair.context, pair.chosen, pair.rejected
         examples: list[dict] = []
-        groups.append(examples)
+        cut, over = 0, False
+
+        def fitted(render) -> str:
+            nonlocal cut, over
+            if tokenizer is None:
+                return render(list(ctx))
+            r = P.fit_to_budget(render, ctx, tokenizer, max_prompt_tokens)
+            cut, over = cut + r.turns_cut, over or (max_length is not None and r.n_tokens >= max_length)
+            return r.text
+
         if "hindsight" in kinds:
             for order in ("chosen_first", "rejected_first"):
                 prompt, completion = P.hindsight_example(ctx, good, bad, dim, order=order)
                 examples.append({"prompt": prompt, "completion": completion})
         if "absolute" in kinds:
             for response, answer in ((good, P.YES), (bad, P.NO)):
-                text = fitted(lambda c, r=response: P.absolute_prompt(c, r, dim), ctx)
+                text = fitted(lambda c, r=response: P.absolute_prompt(c, r, dim))
                 examples.append({"prompt": text, "completion": answer})
         if "pairwise" in kinds:
             for a, b, answer in ((good, bad, P.OPTION_A), (bad, good, P.OPTION_B)):
-                text = fitted(lambda c, a=a, b=b: P.pairwise_prompt(c, a, b, dim), ctx)
+                text = fitted(lambda c, a=a, b=b: P.pairwise_prompt(c, a, b, dim))
                 examples.append({"prompt": text, "completion": answer})
-    return groups, turns_cut
+        if over:
+            too_long += 1
+        else:
+            groups.append(examples)
+            turns_cut += cut
+    return groups, turns_cut, too_long
 
 
 def seed_pair_limit(cfg: TrainJudgeConfig, *, continuing: bool) -> int | None:
@@ -347,9 +356,9 @@ def _train_generative(ctx: StageContext, out_dir: Path, start: str, seed_pairs: 
 
     cfg: TrainJudgeConfig = ctx.config
     seed = ctx.seed or 0
-    groups, turns_cut = build_judge_examples(
-        seed_pairs + self_pairs, cfg.example_kinds, tokenizer=tokenizer,
-        max_prompt_tokens=cfg.max_prompt_tokens, extra_dimensions=cfg.dimension_definitions)
+    groups, turns_cut, too_long = build_judge_examples(
+        seed_pairs + self_pairs, cfg.example_kinds, tokenizer=tokenizer, max_prompt_tokens=cfg.max_prompt_tokens,
+        max_length=cfg.recipe.max_length, extra_dimensions=cfg.dimension_definitions)
     star_dpo = cfg.rationale_training == "star_dpo"
     rationale_examples = [] if star_dpo else read_rationale_examples(ctx.inputs, "sft", dimension)
     rationale_rows = [{"prompt": r["prompt"], "completion": r["completion"]} for r in rationale_examples]
@@ -363,13 +372,18 @@ def _train_generative(ctx: StageContext, out_dir: Path, start: str, seed_pairs: 
         recipe = recipe.model_copy(update={"shuffle": False, "group_by_length": False})
     else:
         examples = sample([e for group in groups for e in group] + rationale_rows, None, seed)
-    log.info("train_judge: %d examples (%d seed pairs, %d self pairs, %d rationales) from %s",
-             len(examples), len(seed_pairs), len(self_pairs), len(rationale_examples), start)
+    if not examples:
+        raise DataError(f"train_judge: none of the {len(seed_pairs) + len(self_pairs)} pairs fits recipe.max_length="
+                        f"{cfg.recipe.max_length} tokens even with its context cut (their responses alone are too "
+                        "long), and there are no rationales; raise recipe.max_length")
+    log.info("train_judge: %d examples (%d seed pairs, %d self pairs, %d rationales; %d pairs left out, too long) "
+             "from %s", len(examples), len(seed_pairs), len(self_pairs), len(rationale_examples), too_long, start)
     judge_dir = out_dir / "judge"
     result = train_sft(start, Dataset.from_list(examples), judge_dir, recipe)
     final_loss = result.loss_history[-1][1] if result.loss_history else float("nan")
     metrics = [("train_examples", float(len(examples)), {}), ("final_loss", float(final_loss), {}),
-               ("train_seconds", float(result.seconds), {}), ("turns_cut", float(turns_cut), {})]
+               ("train_seconds", float(result.seconds), {}), ("turns_cut", float(turns_cut), {}),
+               ("pairs_too_long", float(too_long), {})]
     rationale_pairs = read_rationale_examples(ctx.inputs, "dpo", dimension) if star_dpo else []
     if rationale_pairs:
         dpo_dir = out_dir / "judge_star_dpo"
@@ -381,8 +395,8 @@ def _train_generative(ctx: StageContext, out_dir: Path, start: str, seed_pairs: 
     write_judge_info(judge_dir, "generative")
     meta = {"judge_kind": "generative", "examples": len(examples), "seed_pairs": len(seed_pairs),
             "self_pairs": len(self_pairs), "rationales": len(rationale_examples),
-            "star_dpo_pairs": len(rationale_pairs), "turns_cut": turns_cut, "final_loss": final_loss,
-            "train_seconds": result.seconds}
+            "star_dpo_pairs": len(rationale_pairs), "turns_cut": turns_cut, "pairs_too_long": too_long,
+            "final_loss": final_loss, "train_seconds": result.seconds}
     return judge_dir, meta, metrics
 
 

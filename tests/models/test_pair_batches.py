@@ -73,3 +73,20 @@ def test_a_dimension_can_have_its_own_judge_kind():
                            dimension_judge_kinds={"Harmless": "generative"})
     assert cfg.kind_for("harmless") == "generative" and cfg.kind_for("helpful") == "reward_head"
     assert cfg.kind_for(None) == "reward_head"
+
+
+def test_a_pair_whose_response_does_not_fit_is_left_out_whole(tiny_dir):
+    from selfrefine.data import PreferencePair
+    from selfrefine.models.loading import load_tokenizer
+    from selfrefine.tasks.train_judge import build_judge_examples
+
+    context = [{"role": "user", "content": "Earlier question. " * 30}, {"role": "assistant", "content": "Answer."},
+               {"role": "user", "content": "How do I boil an egg?"}]
+    fits = PreferencePair(context, "Simmer it for nine minutes.", "Eggs cannot be boiled.", "helpful", "test")
+    too_long = PreferencePair(context, "Simmer it. " * 200, "No.", "helpful", "test")
+    groups, turns_cut, left_out = build_judge_examples(
+        [fits, too_long], ["absolute", "pairwise"], tokenizer=load_tokenizer(tiny_dir), max_prompt_tokens=120,
+        max_length=128)
+    assert left_out == 1 and len(groups) == 1
+    assert [e["completion"] for e in groups[0]] == [" Yes", " No", " A", " B"]
+    assert turns_cut == 4  # the kept pair's four prompts each lost the oldest turn; the left-out pair counts none
