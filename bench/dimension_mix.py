@@ -19,7 +19,7 @@ scored at 768 tokens as the preset's evaluate stage does. Data is read in place 
     python bench/dimension_mix.py [--pairs-per-prompt 10] [--sets harmless,helpful,both]
 
 About 40 minutes on two cores with AMX at the default 10 pairs per prompt. Full runs write this
-script's section of bench/RESULTS.md; --limit-train/--n-eval runs are smoke runs and leave it alone.
+script's section of bench/RESULTS.md; --smoke, --limit-train and --n-eval runs leave it alone.
 
 Last line: RESULT harmless_acc=… harmless_bon=… helpful_acc=… helpful_bon=… both_acc=… both_bon=…
 """
@@ -100,6 +100,7 @@ def main() -> None:
     parser.add_argument("--n-eval", type=int, default=None,
                         help="first N held-out pairs and best-of-11 items (smoke runs)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--smoke", action="store_true", help="leave bench/RESULTS.md alone (for trial runs)")
     args = parser.parse_args()
     # The fields bench/judges.py's `train_reward` reads: the plain linear head, no LoRA.
     args.model, args.reward_batch_size, args.reward_lora_r, args.grm_alpha = "packaged", 8, 0, 0.0
@@ -131,14 +132,14 @@ def main() -> None:
                  f"{len(held_out)} held-out harmless pairs.")
     print("\n".join(lines))
     print(baselines)
-    if args.limit_train is None and args.n_eval is None:
+    if args.limit_train is None and args.n_eval is None and not args.smoke:
         command = "python bench/dimension_mix.py " + " ".join(sys.argv[1:])
         write_section(SECTION, ["## One reward head for two dimensions (bench/dimension_mix.py)", "",
                                 f"`{command.strip()}` — seed {args.seed}, {time.strftime('%Y-%m-%d')}, "
                                 f"{os.cpu_count()} cores; reward heads from the packaged model, helpful pairs "
                                 f"≤ {args.pairs_per_prompt} per prompt. {baselines}", "", *lines])
     else:
-        print("smoke run (--limit-train/--n-eval): bench/RESULTS.md left unchanged")
+        print("smoke run (--smoke, --limit-train or --n-eval): bench/RESULTS.md left unchanged")
     print("RESULT " + " ".join(f"{n}_acc={r['accuracy']:.3f} {n}_bon={r['bon']:.3f}" for n, r in rows.items()))
 
 

@@ -37,7 +37,9 @@ from selfrefine.tasks.judge_gate import KeepBestConfig
 from selfrefine.tasks.runner import Output, StageContext, StageReturn
 
 STAGE = "train_judge"
-CODE_VERSION = "2"  # 2: judge.json in the judge directory; the reward_head kind
+# 2: judge.json in the judge directory; the reward_head kind. 3: a generative judge's too-long pairs left
+# out whole; reward-head pairs fitted to reward_recipe.max_length
+CODE_VERSION = "3"
 log = logging.getLogger(__name__)
 
 ExampleKind = Literal["hindsight", "absolute", "pairwise"]
@@ -81,7 +83,8 @@ class TrainJudgeConfig(BaseModel):
         "The DPO recipe for rationale_training='star_dpo'."))
     reward_recipe: RewardRecipeConfig = Field(default_factory=RewardRecipeConfig, description=(
         "The reward-head recipe for judge_kind='reward_head' (TRL RewardTrainer; GRM, MORE, head shape). "
-        "Pairs are fitted to max_prompt_tokens by cutting the oldest context turns."))
+        "Each pair is fitted to its max_length (prompt and the longer response) by cutting the oldest "
+        "context turns; a pair whose responses alone are longer is left out by the trainer."))
     judge_per_dimension: bool = Field(False, description=(
         "Train one judge per preference dimension of the training pairs, each on its own dimension's "
         "pairs only (as Llama 2 trains separate helpfulness and safety reward models), and score every "
@@ -412,8 +415,9 @@ def _train_reward_head(ctx: StageContext, out_dir: Path, start: str, seed_pairs:
     recipe = cfg.reward_recipe.model_copy(update={"seed": seed})
     if "rationales" in ctx.inputs:
         log.info("train_judge: a reward_head judge does not train on STaR rationales; the rationales input is unused")
-    rows, turns_cut = reward_rows(seed_pairs + self_pairs, tokenizer, min(cfg.max_prompt_tokens, recipe.max_length),
-                                  cfg.dimension_definitions)
+    # The head's own budget, not max_prompt_tokens (the generative judge's prompt budget): a long
+    # response would otherwise cost its instruction's start.
+    rows, turns_cut = reward_rows(seed_pairs + self_pairs, tokenizer, recipe.max_length, cfg.dimension_definitions)
     log.info("train_judge: reward head on %d pairs (%d seed, %d self) from %s", len(rows), len(seed_pairs),
              len(self_pairs), start)
     judge_dir = out_dir / "judge"
