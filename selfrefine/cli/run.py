@@ -178,6 +178,7 @@ def _eval(args) -> int:
         from selfrefine.storage.artifacts import ArtifactStore
 
         metrics = json.loads(ArtifactStore().local_path(art.uri).read_text())
+        metrics.pop("item_scores", None)  # every item's score, kept in the artifact for the next evaluation
         metrics_id = art.id
     if args.json:
         print(json.dumps(metrics, indent=2, sort_keys=True))

@@ -14,7 +14,10 @@ standalone use), optional `previous_metrics`, `demo_pairs_*` when `demonstration
 
 When the previous iteration measured the same judge (by digest) on the same data with the same
 settings, as after `train_judge.keep_best` kept it, its figures are taken over instead of scoring
-every response again: on a CPU the best-of-n set alone takes a quarter of an hour.
+every response again: on a CPU the best-of-n set alone takes a quarter of an hour. When only part of
+a per-dimension judge changed, the unchanged sub-judges' recorded scores are taken over item by item
+and the rest is scored (`score_replay`): bfloat16 scores on a CPU vary in the last bits between
+processes, and a kept judge must not move the figures.
 """
 
 from __future__ import annotations
@@ -38,10 +41,14 @@ from selfrefine.tasks.metrics import (
     metric_deltas,
     pairwise_metrics,
 )
+from selfrefine.tasks.keys import output_affecting
 from selfrefine.tasks.runner import Output, StageContext, StageReturn
+from selfrefine.tasks.score_replay import record_scores, records
 
 STAGE = "evaluate"
-CODE_VERSION = "2"  # 2: metrics.json records what it measured ("measured"), to reuse it when nothing changed
+# 2: metrics.json records what it measured ("measured"), to reuse it when nothing changed;
+# 3: and every item's score by the judge that gave it ("item_scores"), to reuse an unchanged sub-judge's.
+CODE_VERSION = "3"
 log = logging.getLogger(__name__)
 # The headline figures compared against the previous iteration.
 HEADLINE = ("pairwise.accuracy", "pairwise.calibration.ece", "pairwise.position_consistency",
@@ -203,6 +210,15 @@ def measurement_key(ctx: StageContext, cfg: EvaluateConfig, seed: int) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
+def scoring_settings(ctx: StageContext, cfg: EvaluateConfig, seed: int) -> dict:
+    """What a judge's score of one item depends on besides the judge and the item: how it is loaded,
+    the dimensions' definitions in its prompts, and the demonstrations put before them."""
+    demos = cfg.demonstrations > 0
+    return {"load": output_affecting(cfg.judge), "dimension_definitions": cfg.dimension_definitions,
+            "demonstrations": cfg.demonstrations, "seed": seed if demos else None,
+            "demo_pairs": sorted(a.sha256 for a in inputs_with_prefix(ctx.inputs, "demo_pairs")) if demos else []}
+
+
 def run(ctx: StageContext) -> StageReturn:
     cfg: EvaluateConfig = ctx.config
     seed = ctx.seed or 0
@@ -227,11 +243,15 @@ def run(ctx: StageContext) -> StageReturn:
     else:
         demo_pairs = read_items(inputs_with_prefix(ctx.inputs, "demo_pairs"), "pairs", dims)
         judge = with_demonstrations(cfg.judge.load(judge_path, cfg.dimension_definitions), cfg, demo_pairs, seed)
+        # A (sub-)judge unchanged since the previous evaluation keeps its scores (score_replay).
+        judge, recorders = record_scores(judge, judge_path, scoring_settings(ctx, cfg, seed),
+                                         (previous or {}).get("item_scores"))
         result = evaluate_judge(judge, pairs, bestofn, cfg.n_bins, chain_of_thought=cfg.chain_of_thought,
                                 seed=seed, pairwise_verdicts=cfg.pairwise_verdicts,
                                 bestofn_scoring=cfg.bestofn_scoring)
-    # Wall time goes to the store's metrics, not into the artifact: the same evaluation must
-    # give the same bytes (and digest) on every rerun.
+        result["item_scores"] = records(recorders)
+    # Wall time goes to the store's metrics, not into the artifact: the artifact holds only what the
+    # judge, data and settings determine, so its timing never makes two equal evaluations differ.
     seconds = time.perf_counter() - start
     result["measured"] = measured
     result["headline"] = headline(result)
@@ -240,4 +260,5 @@ def run(ctx: StageContext) -> StageReturn:
     out.write_text(json.dumps(result, indent=2, sort_keys=True))
     log.info("evaluate: %s", ", ".join(f"{k}={v:.3f}" for k, v in result["headline"].items()))
     return StageReturn({"metrics": Output(out, "metrics", {"headline": result["headline"]})},
-                       flatten_metrics(result) + [("seconds", seconds, {})])
+                       flatten_metrics({k: v for k, v in result.items() if k != "item_scores"})
+                       + [("seconds", seconds, {})])

@@ -227,6 +227,32 @@ def test_a_dimension_without_pairs_this_time_keeps_its_previous_judge(stages):
     assert meta["dimensions"]["helpful"]["started_from"] == "init_judge" and meta["seed_pairs"] == 6
 
 
+def test_evaluate_takes_over_the_scores_of_a_sub_judge_that_did_not_change(stages, caplog):
+    import logging
+
+    config = per_dimension_config()
+    first = stages.run("train_judge", config, {"seed_pairs_0": stages.data["seed_pairs_0"]})
+    second = stages.run("train_judge", config, {"seed_pairs_0": stages.data["helpful_only"],
+                                                "init_judge": first.outputs["judge"]}, seed=2)
+    heldout = {"heldout_0": stages.data["heldout_0"], "heldout_1": stages.data["heldout_1"]}
+    evaluate = TINY.evaluate.model_copy(update={"max_pairs": None})
+    before = stages.run("evaluate", evaluate, {**heldout, "judge": first.outputs["judge"]})
+    with caplog.at_level(logging.INFO, logger="selfrefine.tasks.score_replay"):
+        after = stages.run("evaluate", evaluate, {**heldout, "judge": second.outputs["judge"],
+                                                  "previous_metrics": before.outputs["metrics"]})
+    first_metrics, second_metrics = (json.loads(stages.path(e.outputs["metrics"]).read_text()) for e in (before, after))
+    # The harmless sub-judge was carried over unchanged: its 4 pairs' scores (each response on its own,
+    # and the pair) are taken over; the helpful one was trained again and scores its pairs afresh.
+    assert "harmless judge unchanged since the previous evaluation; 12 of its scores taken over, 0 scored" in caplog.text
+    assert "helpful judge unchanged" not in caplog.text
+    records = first_metrics["item_scores"], second_metrics["item_scores"]
+    assert records[1]["harmless"] == records[0]["harmless"]
+    assert records[1]["helpful"]["identity"] != records[0]["helpful"]["identity"]
+    assert second_metrics["by_dimension"]["harmless"] == first_metrics["by_dimension"]["harmless"]
+    # The records stay in the artifact; the store's metric rows are the figures only.
+    assert not any("item_scores" in m.name or len(m.name) > 80 for m in stages.metrics(after.stage_run_id))
+
+
 def test_a_per_dimension_judge_with_a_missing_sub_judge_fails_the_model_check(stages, tmp_path):
     import shutil
 
