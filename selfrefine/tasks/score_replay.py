@@ -48,7 +48,8 @@ def judge_identity(model: str | Path, settings: Mapping[str, Any]) -> str | None
     fingerprint = model_fingerprint(str(model))
     if fingerprint is None:
         return None
-    return hashlib.sha256(json.dumps({"judge": fingerprint, "settings": settings}, sort_keys=True).encode()).hexdigest()
+    payload = {"judge": fingerprint, "settings": settings}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
 class RecordingJudge:
@@ -62,6 +63,8 @@ class RecordingJudge:
         self.replayed = self.scored = 0
 
     def __getattr__(self, name: str) -> Any:  # kind, compare_cot, demonstrations, … are the judge's own
+        if name == "judge":  # not set yet (copy, pickle): no judge to ask
+            raise AttributeError(name)
         return getattr(self.judge, name)
 
     def score_absolute(self, items: Sequence[AbsoluteItem | Mapping]) -> list[AbsoluteScore]:

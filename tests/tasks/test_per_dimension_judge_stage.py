@@ -243,7 +243,8 @@ def test_evaluate_takes_over_the_scores_of_a_sub_judge_that_did_not_change(stage
     first_metrics, second_metrics = (json.loads(stages.path(e.outputs["metrics"]).read_text()) for e in (before, after))
     # The harmless sub-judge was carried over unchanged: its 4 pairs' scores (each response on its own,
     # and the pair) are taken over; the helpful one was trained again and scores its pairs afresh.
-    assert "harmless judge unchanged since the previous evaluation; 12 of its scores taken over, 0 scored" in caplog.text
+    assert ("harmless judge unchanged since the previous evaluation; 12 of its scores taken over, 0 scored"
+            in caplog.text)
     assert "helpful judge unchanged" not in caplog.text
     records = first_metrics["item_scores"], second_metrics["item_scores"]
     assert records[1]["harmless"] == records[0]["harmless"]
