@@ -58,6 +58,8 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     from prefect.testing.utilities import prefect_test_harness
 
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # offline: no usage heartbeats
+
     results = {}
     with tempfile.TemporaryDirectory() as tmp, prefect_test_harness(server_startup_timeout=120):
         # Convert the packaged and tiny models before timing: that is a one-off per machine.

@@ -310,6 +310,8 @@ def main() -> None:
         return
     from prefect.testing.utilities import prefect_test_harness
 
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # offline: no usage heartbeats
+
     with tempfile.TemporaryDirectory(prefix="quality-") as tmp, prefect_test_harness(server_startup_timeout=120):
         os.environ["SELFREFINE_HOME"] = str(Path(tmp) / "home")
         os.environ.setdefault("SELFREFINE_MODEL_CACHE", str(Path.home() / ".selfrefine" / "models"))

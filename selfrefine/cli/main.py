@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -36,8 +37,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _quiet_progress_bars() -> None:
     """Model loading and dataset maps draw tqdm bars; selfrefine logs progress itself."""
-    import os
-
     # selfrefine's own progress logs (stage, step, examples/s) also go to the Prefect UI.
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "selfrefine")
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
@@ -70,6 +69,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if getattr(handler, "stream", None) is sys.stderr:  # the terminal, not the Prefect API
                 handler.addFilter(_without_run_failure_logs)
     _quiet_progress_bars()
+    # Prefect servers this command starts would report usage to Prefect over the network; selfrefine
+    # runs offline, where each heartbeat fails with an error in the log.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     try:
         return int(args.func(args) or 0)
     except SelfRefineError as exc:
