@@ -27,7 +27,6 @@ Last line: RESULT harmless_acc=… harmless_bon=… helpful_acc=… helpful_bon=
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 import tempfile
@@ -39,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from judges import train_reward  # noqa: E402
 from quality import ALPACA, HH, bench_data  # noqa: E402
+from harness import missing_data, start_logging  # noqa: E402
 from results_file import write_section  # noqa: E402
 
 SETS = ("harmless", "helpful", "both")
@@ -104,11 +104,8 @@ def main() -> None:
     args = parser.parse_args()
     # The fields bench/judges.py's `train_reward` reads: the plain linear head, no LoRA.
     args.model, args.reward_batch_size, args.reward_lora_r, args.grm_alpha = "packaged", 8, 0, 0.0
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("httpx", "datasets", "transformers"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    if not (HH.is_file() and ALPACA.is_file()):
-        print(f"SKIP: {HH} or {ALPACA} not found; this benchmark needs ../shared/data next to the project")
+    start_logging()
+    if missing_data(HH, ALPACA):
         return
     sets = [s.strip() for s in args.sets.split(",") if s.strip()]
     if set(sets) - set(SETS):

@@ -29,7 +29,6 @@ The recipe measured for the note (generative judge, absolute Yes/No training, la
 from __future__ import annotations
 
 import argparse
-import logging
 import random
 import sys
 import tempfile
@@ -37,6 +36,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/harness.py
+
+from harness import missing_data, start_logging  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh-rlhf-harmless-dev.jsonl.gz"
 DIMENSION = "harmless"
@@ -250,9 +252,7 @@ def main() -> None:
     parser.add_argument("--output", default=None, help="where to keep the trained judge (default: a temp dir)")
     parser.add_argument("--skip-zero-shot", action="store_true", help="skip the zero-shot evaluation (trials only)")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("httpx", "datasets", "transformers"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    start_logging()
 
     import datasets
     import transformers
@@ -263,8 +263,8 @@ def main() -> None:
     from selfrefine.models.loading import load_tokenizer
     from selfrefine.models.training.sft import train_sft
 
-    if not DATA.is_file():
-        sys.exit(f"data not found at {DATA}: this benchmark needs ../shared/data next to the project")
+    if missing_data(DATA):
+        return
     parts = tuple(p.strip() for p in args.parts.split(",") if p.strip())
     if not parts or set(parts) - set(PARTS):
         sys.exit(f"--parts must be a comma-separated subset of {PARTS}, got {args.parts!r}")

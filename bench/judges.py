@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import statistics
 import sys
@@ -48,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/judge_training.py
 
 from judge_training import DATA, DIMENSION, build_examples, recipe_config  # noqa: E402
+from harness import missing_data, start_logging  # noqa: E402
 from results_file import read_section, write_section  # noqa: E402
 
 SECTION = "bench/judges.py"  # its section of bench/RESULTS.md
@@ -180,11 +180,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default=None, help="keep the trained judges in this directory")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("httpx", "datasets", "transformers"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    if not DATA.is_file():
-        print(f"SKIP: {DATA} not found; this benchmark needs ../shared/data next to the project")
+    start_logging()
+    if missing_data(DATA):
         return
 
     import datasets

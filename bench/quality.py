@@ -34,7 +34,6 @@ import argparse
 import gzip
 import itertools
 import json
-import logging
 import os
 import sys
 import tempfile
@@ -45,6 +44,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/results_file.py
 
+from harness import missing_data, start_logging  # noqa: E402
 from results_file import write_section  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -301,12 +301,8 @@ def main() -> None:
     parser.add_argument("--trick-bestofn", type=int, default=40, help="best-of-11 items the tricks are evaluated on")
     parser.add_argument("--smoke", action="store_true", help="leave bench/RESULTS.md alone (for trial runs)")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("httpx", "datasets", "transformers", "prefect"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    missing = [p for p in (HH, ALPACA) if not p.is_file()]
-    if missing:
-        print(f"SKIP: {', '.join(map(str, missing))} not found; this benchmark needs ../shared/data next to the project")
+    start_logging("prefect")
+    if missing_data(HH, ALPACA):
         return
     from prefect.testing.utilities import prefect_test_harness
 

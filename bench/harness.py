@@ -1,0 +1,22 @@
+"""What each model bench does first: log progress with timestamps, and skip cleanly when the shared
+data it reads in place (../shared/data) is not on this machine."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+
+def start_logging(*quiet: str) -> None:
+    """INFO with timestamps for the benchmark's own progress; the chatty libraries at WARNING."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("httpx", "datasets", "transformers", *quiet):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def missing_data(*paths: Path) -> bool:
+    """True, after printing a SKIP line that names them, when any of `paths` is not a file."""
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        print(f"SKIP: {', '.join(missing)} not found; this benchmark needs ../shared/data next to the project")
+    return bool(missing)
