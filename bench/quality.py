@@ -121,8 +121,11 @@ def iteration_table(run_id: str) -> list[dict]:
 
     rows = []
     for r in iteration_rows(default_store(), uuid.UUID(run_id)):
+        evaluated = stage_metrics(run_id, r["iteration"], "evaluate")
         rows.append({"iteration": r["iteration"], "accuracy": r["judge acc"], "ece": r["ECE"],
                      "consistency": r["pos. consist."], "bon": r["best-of-n"],
+                     "accuracy_se": evaluated.get("pairwise_accuracy_se"),
+                     "bon_se": evaluated.get("bestofn_win_rate_se"),
                      "rationale_keep": r["rationale keep"], "filter_keep": r["filter keep"],
                      "seconds": r["seconds"]})
     return rows
@@ -154,6 +157,11 @@ def fmt(value, digits: int = 3) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
+def fmt_se(value, se) -> str:
+    """A figure with its standard error over the evaluated items, as AlpacaEval reports win rates."""
+    return fmt(value) if value is None or se is None else f"{value:.3f} ± {se:.3f}"
+
+
 def judge_choice(run_id: str, iteration: int, dimensions: tuple[str, ...] = ("harmless", "helpful")) -> str:
     """Which judge the iteration used under keep_best, with the validation accuracies behind it
     (for a judge per dimension, each dimension's)."""
@@ -181,9 +189,9 @@ def main_table(rows: list[dict], rationale_pairs: list[float | None], judges: li
              "|---|---|---|---|---|---|---|---|---|"]
     for r, n, judge in zip(rows, rationale_pairs, judges):
         keep = fmt(r["rationale_keep"]) if n else "— (no rationales)"
-        lines.append(f"| {r['iteration']} | {fmt(r['accuracy'])} | {fmt(r['ece'])} | {fmt(r['consistency'], 2)} "
-                     f"| {fmt(r['bon'])} | {keep} | {fmt(r['filter_keep'], 2)} | {judge} "
-                     f"| {r['seconds'] / 60:.1f} min |")
+        lines.append(f"| {r['iteration']} | {fmt_se(r['accuracy'], r['accuracy_se'])} | {fmt(r['ece'])} "
+                     f"| {fmt(r['consistency'], 2)} | {fmt_se(r['bon'], r['bon_se'])} | {keep} "
+                     f"| {fmt(r['filter_keep'], 2)} | {judge} | {r['seconds'] / 60:.1f} min |")
     return lines
 
 
@@ -191,16 +199,17 @@ def verdicts(rows: list[dict]) -> list[str]:
     """One line per target: met, or missed by how much."""
     first, last = rows[0], rows[-1]
     lines = []
-    for label, value, target in (("accuracy after iteration 1", first["accuracy"], TARGETS["accuracy"]),
-                                 (f"accuracy at iteration {last['iteration']} ≥ iteration 1", last["accuracy"],
-                                  first["accuracy"]),
-                                 (f"best-of-11 at iteration {last['iteration']}", last["bon"], TARGETS["bon"])):
+    for label, value, target, se in (
+            ("accuracy after iteration 1", first["accuracy"], TARGETS["accuracy"], first["accuracy_se"]),
+            (f"accuracy at iteration {last['iteration']} ≥ iteration 1", last["accuracy"], first["accuracy"], None),
+            (f"best-of-11 at iteration {last['iteration']}", last["bon"], TARGETS["bon"], last["bon_se"])):
         if value is None or target is None:
             lines.append(f"- {label}: not measured")
         elif value >= target:
             lines.append(f"- {label}: {value:.3f} ≥ {target:.3f} — met")
         else:
-            lines.append(f"- {label}: {value:.3f} < {target:.3f} — missed by {target - value:.3f}")
+            spread = f" ({(target - value) / se:.1f} standard errors)" if se else ""
+            lines.append(f"- {label}: {value:.3f} < {target:.3f} — missed by {target - value:.3f}{spread}")
     return lines
 
 

@@ -47,8 +47,9 @@ from selfrefine.tasks.score_replay import record_scores, records
 
 STAGE = "evaluate"
 # 2: metrics.json records what it measured ("measured"), to reuse it when nothing changed;
-# 3: and every item's score by the judge that gave it ("item_scores"), to reuse an unchanged sub-judge's.
-CODE_VERSION = "3"
+# 3: and every item's score by the judge that gave it ("item_scores"), to reuse an unchanged sub-judge's;
+# 4: standard errors of pairwise accuracy and best-of-n win rate; figures of older code are not taken over.
+CODE_VERSION = "4"
 log = logging.getLogger(__name__)
 # The headline figures compared against the previous iteration.
 HEADLINE = ("pairwise.accuracy", "pairwise.calibration.ece", "pairwise.position_consistency",
@@ -206,7 +207,8 @@ def measurement_key(ctx: StageContext, cfg: EvaluateConfig, seed: int) -> str:
 
     inputs = {role: a.sha256 for role, a in sorted(ctx.inputs.items()) if role != "previous_metrics"}
     seeded = cfg.max_pairs is not None or cfg.max_bestofn is not None or cfg.uses_generative_tricks
-    payload = {"inputs": inputs, "config": cfg.model_dump(mode="json"), "seed": seed if seeded else None}
+    payload = {"inputs": inputs, "config": cfg.model_dump(mode="json"), "seed": seed if seeded else None,
+               "code": CODE_VERSION}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 

@@ -118,6 +118,16 @@ def expected_calibration_error(probs: Sequence[float], labels: Sequence[int | bo
 
 # --- pairwise and absolute judge metrics --------------------------------------------------------
 
+def standard_error(values: Sequence[float]) -> float | None:
+    """Standard error of the mean of per-item values (sample standard deviation over √n), as
+    AlpacaEval reports beside its win rates; None below two items. It tells whether two readings on
+    the same few hundred items differ by more than the draw of items."""
+    values = np.asarray(values, dtype=float)
+    if len(values) < 2:
+        return None
+    return float(values.std(ddof=1) / np.sqrt(len(values)))
+
+
 def pairwise_metrics(verdicts: Sequence[Any], *, n_bins: int = 10) -> dict[str, Any]:
     """Metrics of pairwise verdicts (`PairVerdict`s, or objects/mappings with `p_a`, `p_a_forward`,
     `p_a_swapped`, `consistent`) on pairs whose response_a is the human-chosen one.
@@ -138,6 +148,7 @@ def pairwise_metrics(verdicts: Sequence[Any], *, n_bins: int = 10) -> dict[str, 
     return {
         "n": len(verdicts),
         "accuracy": float(_tie_half(p_a).mean()),
+        "accuracy_se": standard_error(_tie_half(p_a)),
         "accuracy_forward": float(_tie_half(forward).mean()),
         "accuracy_swapped": float(_tie_half(swapped).mean()),
         "position_consistency": float(np.mean(consistent)),
@@ -246,6 +257,7 @@ def best_of_n_metrics(items: Sequence[BestOfNItem], scores_per_item: Sequence[Se
     return {
         "n_items": len(items),
         "win_rate": win_rate(items, picks),
+        "win_rate_se": standard_error([item.candidates[p].win for item, p in zip(items, picks)]),
         "random_win_rate": random_pick_win_rate(items),
         "oracle_win_rate": oracle_win_rate(items),
         "oracle_pick_rate": float(np.mean(oracle_hits)),

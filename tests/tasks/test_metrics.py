@@ -111,6 +111,8 @@ def test_pairwise_metrics_on_hand_made_verdicts():
     m = pairwise_metrics(VERDICTS)
     assert m["n"] == 4
     assert m["accuracy"] == pytest.approx((1 + 0.5 + 0 + 1) / 4)
+    # Per pair 1, .5, 0, 1: squared deviations from .625 sum to .6875; sample variance .6875 / 3.
+    assert m["accuracy_se"] == pytest.approx((0.6875 / 3) ** 0.5 / 2)
     assert m["accuracy_forward"] == pytest.approx((1 + 1 + 0 + 0.5) / 4)
     assert m["accuracy_swapped"] == pytest.approx((1 + 0 + 0 + 1) / 4)
     assert m["position_consistency"] == pytest.approx(2 / 4)
@@ -267,6 +269,9 @@ def test_best_of_n_picks_and_win_rate_match_hand_computation():
     m = best_of_n_metrics(items, scores)
     assert m["n_items"] == 3
     assert m["win_rate"] == pytest.approx((1.0 + 1.0 + 0.0) / 3)
+    # Wins 1, 1, 0: sample variance 1/3, over √3 items → a standard error of 1/3.
+    assert m["win_rate_se"] == pytest.approx(1 / 3)
+    assert best_of_n_metrics(items[:1], scores[:1])["win_rate_se"] is None  # one item has no spread
     # random: mean win per item (0+1+.5)/3, (1+0)/2, (0+.2+.8)/3 = .5, .5, 1/3
     assert m["random_win_rate"] == pytest.approx((0.5 + 0.5 + 1 / 3) / 3)
     assert m["oracle_win_rate"] == pytest.approx((1.0 + 1.0 + 0.8) / 3)
