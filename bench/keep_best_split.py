@@ -1,23 +1,24 @@
-"""Does keep_best's held-back tenth measure how well a judge judges new prompts, or what it memorised?
+"""Do keep_best's held-back pairs measure how well a judge judges new prompts, or what it memorised?
 
-keep_best compares a new judge with the previous one on held-back seed pairs. The helpful seed pairs
-come several to a prompt (bench/quality.py: every AlpacaEval candidate preferred over the reference
-against every one that is not, up to 10 per prompt), so holding back single pairs leaves the other
-pairs of the same prompt, and mostly the same responses, in training. This trains one helpful reward
-head (the `quality` preset's reward recipe: packaged model, last 8 blocks, lr 5e-5, one epoch, 8 pairs
-per step) on the pairs that neither split holds back, and measures its pairwise accuracy on:
+keep_best compares a new judge with the previous one on the tenth of the seed pairs with the lowest
+content ids (`tasks.judge_gate.split_validation`). The helpful seed pairs come several to a prompt
+(bench/quality.py: every AlpacaEval candidate preferred over the reference against every one that is
+not, up to 10 per prompt), so those held-back pairs leave the other pairs of their prompts, and mostly
+the same responses, in training. Holding back whole prompts instead would remove that overlap, but
+leaves about 10 prompts to judge by instead of about 60. This trains one helpful reward head (the
+`quality` preset's reward recipe: packaged model, last 8 blocks, lr 5e-5, one epoch, 8 pairs per
+step) on the pairs that neither split holds back, and measures its pairwise accuracy on:
 
-- by pair: the tenth of the pairs with the lowest content ids (keep_best's split before it held back
-  whole prompts) — their prompts and responses are mostly in training;
-- by prompt: the tenth held back by `tasks.judge_gate.split_validation` (whole prompts, unseen);
-- training pairs: as many pairs drawn from its own training data (what memory alone gives).
+- by pair: keep_best's held-back pairs (their prompts and responses mostly in training);
+- by prompt: a tenth held back as whole prompts (taken in the order of their lowest pair id);
+- training pairs: as many pairs drawn from its own training data (what memory alone would give).
 
-If the by-pair reading sits near the training one and above the by-prompt one, the old gate measured
+If the by-pair reading sat near the training one and above the by-prompt one, the gate would measure
 memory. Scored at 768 tokens as the preset's keep_best does. Data is read in place from ../shared/data.
 
     python bench/keep_best_split.py [--pairs-per-prompt 10] [--bestofn 0]
 
-About 45 minutes in float32 on two cores without native bfloat16. Full runs write this script's
+About 35 minutes in float32 on two cores without native bfloat16. Full runs write this script's
 section of bench/RESULTS.md; --smoke and --limit-train runs leave it alone.
 
 Last line: RESULT by_pair_acc=… by_prompt_acc=… train_acc=… [bon=…]
@@ -26,6 +27,7 @@ Last line: RESULT by_pair_acc=… by_prompt_acc=… train_acc=… [bon=…]
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -45,10 +47,17 @@ SECTION = "bench/keep_best_split.py"
 FRACTION = 0.1
 
 
-def split_by_pair(pairs, fraction: float):
-    """The lowest-content-id tenth of the pairs, whatever their prompts."""
+def split_by_prompt(pairs, fraction: float):
+    """At least `fraction` of the pairs, as whole prompts taken in the order of their lowest pair id."""
     n = max(1, round(fraction * len(pairs)))
-    held = set(sorted(p.id for p in pairs)[:n])
+    by_prompt: dict[str, list] = {}
+    for pair in pairs:
+        by_prompt.setdefault(json.dumps(pair.context, sort_keys=True), []).append(pair)
+    held: set[str] = set()
+    for group in sorted(by_prompt.values(), key=lambda group: min(p.id for p in group)):
+        if len(held) >= n:
+            break
+        held.update(p.id for p in group)
     return [p for p in pairs if p.id in held]
 
 
@@ -91,8 +100,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="keep-best-split-") as scratch:
         sets, _, bestofn = load_data(Path(scratch), args.pairs_per_prompt, None, args.bestofn or None)
         helpful = sets["helpful"]
-        by_pair = split_by_pair(helpful, FRACTION)
-        by_prompt = split_validation(helpful, FRACTION)[1]
+        by_pair = split_validation(helpful, FRACTION)[1]
+        by_prompt = split_by_prompt(helpful, FRACTION)
         held = {p.id for p in by_pair + by_prompt}
         train = [p for p in helpful if p.id not in held][:args.limit_train]
         seen = sample(train, len(by_pair), args.seed)
@@ -104,9 +113,9 @@ def main() -> None:
             readings["bon"] = float(evaluate_judge(judge, [], bestofn)["bestofn"]["win_rate"])
     minutes = (time.perf_counter() - start) / 60
     lines = ["| measured on | pairs | accuracy | overlap with the training pairs |", "|---|---|---|---|",
-             f"| held back by pair (lowest ids) | {len(by_pair)} | {readings['by_pair']:.3f} "
+             f"| held back by pair (keep_best, lowest ids) | {len(by_pair)} | {readings['by_pair']:.3f} "
              f"| {overlap(by_pair, train)} |",
-             f"| held back by prompt (keep_best) | {len(by_prompt)} | {readings['by_prompt']:.3f} "
+             f"| held back by prompt | {len(by_prompt)} | {readings['by_prompt']:.3f} "
              f"| {overlap(by_prompt, train)} |",
              f"| training pairs (a sample) | {len(seen)} | {readings['train']:.3f} | all of them |"]
     print("\n".join(lines))

@@ -8,17 +8,10 @@ trains on the rest, then measures the new judge and the previous one on the held
 stage's `judge` output is whichever measures better, the previous one on a tie. Both figures are
 recorded as the stage's metrics and in the judge artifact's meta, so the audit shows why a judge
 was kept.
-
-Pairs are held back by prompt: every pair of a held-back prompt is held back. Seed data with several
-pairs per prompt (AlpacaEval: every preferred candidate against every one that is not) otherwise
-puts the other pairs of a validation prompt, and so the very responses being compared, into
-training, and the gate then rewards the judge that memorised them rather than the one that judges
-new prompts better.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from collections.abc import Sequence
@@ -41,9 +34,8 @@ class KeepBestConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     validation_fraction: float = Field(0.1, gt=0.0, lt=1.0, description=(
-        "Share of the seed pairs held back from every iteration's training to compare the new judge "
-        "with the previous one: whole prompts, the same ones each time (by content id), at least one, "
-        "until at least this share of the pairs is held back."))
+        "Share of the seed pairs held back from every iteration's training (the same ones each time: "
+        "the lowest content ids, at least one) to compare the new judge with the previous one."))
     min_gain: float = Field(0.0, ge=0.0, lt=1.0, description=(
         "The new judge replaces the previous one only when its validation accuracy is higher by more "
         "than this."))
@@ -55,25 +47,15 @@ class KeepBestConfig(BaseModel):
 
 
 def split_validation(pairs: Sequence[PreferencePair], fraction: float) -> tuple[list[PreferencePair], list[PreferencePair]]:
-    """(training pairs, validation pairs): all pairs of a prompt go to the same side. Prompts are
-    taken in the order of their lowest pair content id until at least `fraction` of the pairs (and at
-    least one) are held back, so the choice depends on the pairs' content only and every iteration
-    holds back the same pairs; with one pair per prompt these are the pairs of lowest content id."""
+    """(training pairs, validation pairs): the `fraction` of pairs with the lowest content ids (at
+    least one) are held back. The choice depends on the pairs' content only, so every iteration
+    holds back the same pairs."""
     n = max(1, round(fraction * len(pairs)))
-    by_prompt: dict[str, list[PreferencePair]] = {}
-    for pair in pairs:
-        by_prompt.setdefault(json.dumps(pair.context, sort_keys=True), []).append(pair)
-    held: set[str] = set()
-    for group in sorted(by_prompt.values(), key=lambda group: min(p.id for p in group)):
-        if len(held) >= n:
-            break
-        held.update(p.id for p in group)
-    validation = [p for p in pairs if p.id in held]
-    if len(validation) >= len(pairs):
-        raise ConfigError(f"train_judge.keep_best holds back {len(validation)} of {len(pairs)} seed pairs (whole "
-                          "prompts) and leaves none to train on; give more seed pairs or prompts, or set "
-                          "keep_best: null")
-    return [p for p in pairs if p.id not in held], validation
+    if n >= len(pairs):
+        raise ConfigError(f"train_judge.keep_best holds back {n} of {len(pairs)} seed pairs and leaves none to train "
+                          "on; give more seed pairs or set keep_best: null")
+    held = set(sorted(p.id for p in pairs)[:n])
+    return [p for p in pairs if p.id not in held], [p for p in pairs if p.id in held]
 
 
 def validation_accuracy(judge_dir: Path | str, pairs: Sequence[PreferencePair], cfg: KeepBestConfig,
