@@ -11,7 +11,8 @@ Data (read in place from ../shared/data; nothing is copied into the project):
 
 The run is the real loop: `self_refine` on the `quality` preset (or --preset) with this data, in a
 throwaway Prefect server and store. Printed per iteration: held-out pairwise accuracy, ECE, position
-consistency, best-of-11 win rate, rationale keep rate, filter keep rate and wall time. Full runs
+consistency, best-of-11 win rate (the accuracy and the win rate ± their standard errors), rationale keep
+rate, filter keep rate and wall time. Full runs
 rewrite this script's section of bench/RESULTS.md.
 
 --tricks measures the seed paper's judge tricks against the plain generative recipe (the same data,

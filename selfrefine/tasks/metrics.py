@@ -120,8 +120,8 @@ def expected_calibration_error(probs: Sequence[float], labels: Sequence[int | bo
 
 def standard_error(values: Sequence[float]) -> float | None:
     """Standard error of the mean of per-item values (sample standard deviation over √n), as
-    AlpacaEval reports beside its win rates; None below two items. It tells whether two readings on
-    the same few hundred items differ by more than the draw of items."""
+    AlpacaEval reports beside its win rates; None below two items. It says how far a figure could
+    move on another draw of as many items of the same kind."""
     values = np.asarray(values, dtype=float)
     if len(values) < 2:
         return None
