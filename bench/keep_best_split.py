@@ -39,12 +39,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from dimension_mix import load_data  # noqa: E402
 from judges import train_reward  # noqa: E402
-from quality import ALPACA, HH  # noqa: E402
 from harness import missing_data, start_logging  # noqa: E402
+from quality import ALPACA, HH  # noqa: E402
 from results_file import write_section  # noqa: E402
 
 SECTION = "bench/keep_best_split.py"
 FRACTION = 0.1
+
+
+def prompt_key(pair) -> str:
+    return json.dumps(pair.context, sort_keys=True)
 
 
 def split_by_prompt(pairs, fraction: float):
@@ -52,7 +56,7 @@ def split_by_prompt(pairs, fraction: float):
     n = max(1, round(fraction * len(pairs)))
     by_prompt: dict[str, list] = {}
     for pair in pairs:
-        by_prompt.setdefault(json.dumps(pair.context, sort_keys=True), []).append(pair)
+        by_prompt.setdefault(prompt_key(pair), []).append(pair)
     held: set[str] = set()
     for group in sorted(by_prompt.values(), key=lambda group: min(p.id for p in group)):
         if len(held) >= n:
@@ -62,11 +66,11 @@ def split_by_prompt(pairs, fraction: float):
 
 
 def overlap(validation, train) -> str:
-    prompts = {str(p.context) for p in train}
+    prompts = {prompt_key(p) for p in train}
     responses = {r for p in train for r in (p.chosen, p.rejected)}
-    seen_prompt = sum(str(p.context) in prompts for p in validation)
+    seen_prompt = sum(prompt_key(p) in prompts for p in validation)
     both_seen = sum(p.chosen in responses and p.rejected in responses for p in validation)
-    return (f"{len({str(p.context) for p in validation})} prompts; {seen_prompt} pairs with the prompt in training, "
+    return (f"{len({prompt_key(p) for p in validation})} prompts; {seen_prompt} pairs with the prompt in training, "
             f"{both_seen} with both responses in training")
 
 

@@ -145,10 +145,11 @@ def pairwise_metrics(verdicts: Sequence[Any], *, n_bins: int = 10) -> dict[str, 
     consistent = [bool(_get(v, "consistent", i, "verdicts")) for i, v in enumerate(verdicts)]
     # With response_a second (swapped), "first shown wins" means response_b wins: p_a_swapped < 0.5.
     first_wins = np.concatenate([_tie_half(forward), _tie_half(1.0 - swapped)])
+    correct = _tie_half(p_a)
     return {
         "n": len(verdicts),
-        "accuracy": float(_tie_half(p_a).mean()),
-        "accuracy_se": standard_error(_tie_half(p_a)),
+        "accuracy": float(correct.mean()),
+        "accuracy_se": standard_error(correct),
         "accuracy_forward": float(_tie_half(forward).mean()),
         "accuracy_swapped": float(_tie_half(swapped).mean()),
         "position_consistency": float(np.mean(consistent)),
