@@ -179,8 +179,12 @@ def gate_outcome(values: dict[str, float]) -> str:
         return "new (no keep_best)"
     if previous is None:
         return f"new ({new:.3f})"
+    averaged = values.get("validation_accuracy_averaged")
+    also = f"new {new:.3f}" if averaged is None else f"averaged {averaged:.3f}, new alone {new:.3f}"
     if values.get("kept_previous_judge"):
-        return f"previous kept ({previous:.3f}; new {new:.3f})"
+        return f"previous kept ({previous:.3f}; {also})"
+    if averaged is not None:
+        return f"averaged with previous ({averaged:.3f}; new alone {new:.3f}, previous {previous:.3f})"
     return f"new ({new:.3f}; previous {previous:.3f})"
 
 

@@ -266,7 +266,11 @@ def _train_and_gate(ctx: StageContext, out_dir: Path, previous: Path | None, all
     judge_dir, meta, metrics = train(ctx, out_dir, start, seed_pairs, self_pairs, load_tokenizer(start), dimension)
     meta = {"started_from": "init_judge" if continuing else cfg.base_model, **meta}
     if cfg.keep_best is not None:
-        decision = judge_gate.gate(judge_dir, previous, validation, cfg.keep_best, cfg.dimension_definitions)
+        # Weight averaging needs the same architecture on both sides: a previous judge of this kind.
+        average = (previous is not None and kind in cfg.keep_best.weight_average
+                   and read_judge_info(previous)["kind"] == kind)
+        decision = judge_gate.gate(judge_dir, previous, validation, cfg.keep_best, cfg.dimension_definitions,
+                                   average_into=out_dir / "averaged_judge" if average else None)
         judge_dir = judge_gate.output_dir_for(decision, judge_dir, previous, out_dir)
         meta |= {"validation_pairs": len(validation), **decision.meta()}
         metrics += decision.metrics()

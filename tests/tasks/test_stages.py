@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import torch
 from pydantic import BaseModel
 from sqlalchemy import select
 
@@ -908,6 +909,51 @@ def test_keep_best_outputs_the_new_judge_when_it_judges_the_held_back_pairs_bett
         assert art.meta["kept_previous_judge"] is kept
         assert (art.sha256 == chain.artifact(previous).sha256) is kept
         assert (art.meta["validation_accuracy_new"], art.meta["validation_accuracy_previous"]) == (0.75, 0.5)
+
+
+def test_keep_best_with_weight_average_lets_the_averaged_judge_challenge_the_previous_one(chain, monkeypatch):
+    from safetensors.torch import load_file
+
+    from selfrefine.tasks import judge_gate
+
+    previous = chain.outcomes["train_judge"].outputs["judge"]
+    previous_path = chain.path(previous)
+    seen = {}
+
+    # The previous judge 0.5, the one trained here 0.25; the average of both 0.75 or 0.4.
+    def accuracy(judge_dir, *args, **kwargs):
+        judge_dir = Path(judge_dir)
+        if judge_dir == previous_path:
+            return 0.5
+        if judge_dir.name == "averaged_judge":
+            seen["averaged"] = {k: v.clone() for k, v in load_file(str(judge_dir / "model.safetensors")).items()}
+            return averaged
+        seen["new"] = {k: v.clone() for k, v in load_file(str(judge_dir / "model.safetensors")).items()}
+        return 0.25
+
+    monkeypatch.setattr(judge_gate, "validation_accuracy", accuracy)
+    # A different min_gain each time: the same config and inputs would give the same stage key.
+    for averaged, min_gain, kept in ((0.75, 0.0, False), (0.4, 0.01, True)):
+        keep_best = _keep_best(weight_average=["generative"], min_gain=min_gain)
+        config = chain.configs["train_judge"].model_copy(update={"keep_best": keep_best})
+        out = chain.run("train_judge", config, {**chain.inputs["train_judge"], "init_judge": previous},
+                        chain.new_iteration())
+        art = chain.artifact(out.outputs["judge"])
+        assert art.meta["kept_previous_judge"] is kept and art.meta["averaged_with_previous"]
+        assert (art.meta["validation_accuracy_new"], art.meta["validation_accuracy_averaged"],
+                art.meta["validation_accuracy_previous"]) == (0.25, averaged, 0.5)
+        assert metric_value(chain.metrics(out.stage_run_id), "validation_accuracy_averaged") == averaged
+        output = load_file(str(chain.path(out.outputs["judge"]) / "model.safetensors"))
+        if kept:
+            assert art.sha256 == chain.artifact(previous).sha256
+            continue
+        # The output is the average, the midpoint of the previous judge and the one trained here.
+        old = load_file(str(previous_path / "model.safetensors"))
+        assert all(torch.equal(output[k], seen["averaged"][k]) for k in output)
+        for k in output:
+            torch.testing.assert_close(output[k], (old[k].float() + seen["new"][k].float()).div(2).to(output[k].dtype))
+        assert any(not torch.equal(output[k], old[k]) for k in output)
+        assert_loadable(chain.path(out.outputs["judge"]))
 
 
 def test_keep_best_with_no_seed_pair_left_to_train_on_fails_clearly(chain):
