@@ -11,9 +11,9 @@ was kept.
 
 With `weight_average` naming the judge's kind, the challenger is not the new judge itself but the
 average of its weights with the previous judge's (WARM, `models.weight_average`); the new judge's
-own figure is recorded beside it. Its held-back pairs are few (about 100), too few to tell two
-judges apart by what best-of-n needs, so an either/or choice between them is mostly chance, while
-the average keeps what both learnt.
+own figure is recorded beside it. The held-back pairs are few (about 100 a dimension in the quality
+preset), too few to tell two judges apart by what best-of-n needs, so an either/or choice between
+them is mostly chance, while the average keeps what both learnt.
 """
 
 from __future__ import annotations
