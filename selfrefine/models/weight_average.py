@@ -37,8 +37,10 @@ def average_checkpoints(older: Path | str, newer: Path | str, out_dir: Path | st
     if not files or files != older_files:
         raise ModelLoadError(f"cannot average {older} and {newer}: they hold different weight files "
                              f"({older_files} and {files})")
+    metadata: dict[str, dict[str, str] | None] = {}
     for name in files:  # check everything before writing anything
         with safe_open(older / name, framework="pt") as a, safe_open(newer / name, framework="pt") as b:
+            metadata[name] = b.metadata()
             if set(a.keys()) != set(b.keys()):
                 only_one = sorted(set(a.keys()) ^ set(b.keys()))[0]
                 raise ModelLoadError(f"cannot average {older} and {newer}: {name} has tensor {only_one!r} in only one")
@@ -49,8 +51,6 @@ def average_checkpoints(older: Path | str, newer: Path | str, out_dir: Path | st
     shutil.copytree(newer, out_dir)
     for name in files:  # one file in memory at a time
         a, b = load_file(older / name), load_file(newer / name)
-        with safe_open(newer / name, framework="pt") as f:
-            metadata = f.metadata()
         save_file({key: torch.lerp(a[key].float(), t.float(), newer_weight).to(t.dtype) if t.is_floating_point() else t
-                   for key, t in b.items()}, out_dir / name, metadata=metadata)
+                   for key, t in b.items()}, out_dir / name, metadata=metadata[name])
     return out_dir

@@ -135,7 +135,7 @@ def gate(new_dir: Path, previous_dir: Path | None, pairs: Sequence[PreferencePai
     name = "new" if averaged is None else "averaged"
     log.info("train_judge: validation accuracy %s %.3f, previous %.3f on %d held-back pairs: %s", name, challenger,
              previous, len(pairs), "keeping the previous judge" if kept else f"the {name} judge replaces it")
-    return GateDecision(new, previous, kept, averaged, average_into if averaged is not None else None)
+    return GateDecision(new, previous, kept, averaged, average_into)
 
 
 def output_dir_for(decision: GateDecision, new_dir: Path, previous_dir: Path | None, out_dir: Path) -> Path:
