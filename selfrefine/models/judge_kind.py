@@ -79,13 +79,33 @@ def as_policy(model: str) -> str:
     return str(subs[info["policy"]])
 
 
+def is_sequence_classifier(resolved: str) -> bool:
+    """Whether a resolved model (directory or hub id) is a `…ForSequenceClassification` model, e.g. a
+    public reward model such as Skywork-Reward-V2: by its config.json's `architectures`, read with
+    `transformers.AutoConfig` for a hub id. A config that cannot be read answers False (the
+    generative loader then reports the problem)."""
+    path = Path(resolved)
+    try:
+        if path.is_dir():
+            architectures = json.loads((path / "config.json").read_text()).get("architectures")
+        else:
+            from transformers import AutoConfig
+
+            architectures = AutoConfig.from_pretrained(resolved).architectures
+    except Exception:  # noqa: BLE001 - missing/corrupt config, hub unreachable: not decidable here
+        return False
+    return any(isinstance(a, str) and a.endswith("ForSequenceClassification") for a in architectures or ())
+
+
 def load_judge(model: str, *, dtype: str = "auto", device: str = "auto",
                dimension_extra: dict[str, str] | None = None, batch_size: int = 16, max_length: int = 1024,
                logprob_space: Literal["answers", "vocab"] = "answers"):
     """The judge for `model` (alias, directory or hub id) with the class its `judge.json` names.
 
     All classes score through the same interface (`score_absolute`, `compare`); `logprob_space`
-    only applies to the generative judge, whose scores are log-probabilities.
+    only applies to the generative judge, whose scores are log-probabilities. A model without
+    `judge.json` whose config names a `…ForSequenceClassification` architecture (a public reward
+    model) loads as a `SequenceClassifierJudge`.
     """
     from selfrefine.models.loading import resolve_model
 
@@ -105,6 +125,12 @@ def load_judge(model: str, *, dtype: str = "auto", device: str = "auto",
 
         return RewardHeadJudge.from_pretrained(resolved, dtype=dtype, device=device, dimension_extra=dimension_extra,
                                                batch_size=batch_size, max_length=max_length)
+    if kind == "generative" and not (Path(resolved) / JUDGE_INFO).is_file() and is_sequence_classifier(resolved):
+        from selfrefine.models.sequence_classifier_judge import SequenceClassifierJudge
+
+        return SequenceClassifierJudge.from_pretrained(resolved, dtype=dtype, device=device,
+                                                       dimension_extra=dimension_extra, batch_size=batch_size,
+                                                       max_length=max_length)
     from selfrefine.models.judge import Judge
 
     return Judge.from_pretrained(model, dtype=dtype, device=device, dimension_extra=dimension_extra,
