@@ -21,7 +21,9 @@ from selfrefine.storage.schema import Run
 # Sections of a diff: (title, stage, what of the stage is compared).
 ARTIFACT_SECTIONS = (("data", "ingest_data", "the ingested data sets (ingest_data outputs)"),
                      ("judge", "train_judge", "the judge and what it was trained from (train_judge)"),
-                     ("policy", "policy_round", "the policy and what it was trained from (policy_round)"))
+                     ("policy", "policy_round", "the policy and what it was trained from (policy_round)"),
+                     ("policy_evaluation", "evaluate_policy",
+                      "the policy's figures and what they were measured from: answers and evaluator (evaluate_policy)"))
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -27,10 +27,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     res.add_argument("--retries", type=int, default=0, help="Prefect retries per stage")
     res.set_defaults(func=_resume)
 
-    ev = sub.add_parser("eval", help="evaluate a judge on a pairs or best-of-n file, outside a run")
-    ev.add_argument("--judge", required=True, help="judge: model artifact id, model directory, "
-                                                   "'packaged', 'tiny' or a hub id")
-    ev.add_argument("--data", required=True, help="JSONL / JSONL.gz / Parquet of pairs or best-of-n items")
+    ev = sub.add_parser("eval", help="evaluate a judge on a pairs or best-of-n file (--judge, --data), or a "
+                                     "policy against a baseline by an evaluator (--policy, --baseline, --evaluator, "
+                                     "--prompts), outside a run")
+    ev.add_argument("--judge", help="judge: model artifact id, model directory, 'packaged', 'tiny' or a hub id")
+    ev.add_argument("--data", help="JSONL / JSONL.gz / Parquet of pairs or best-of-n items")
+    ev.add_argument("--policy", help="policy to evaluate: model artifact id, model directory, alias or hub id")
+    ev.add_argument("--baseline", help="policy to compare it with (same forms as --policy)")
+    ev.add_argument("--evaluator", help="evaluator: a judge (artifact, directory, alias) or a hub id of a "
+                                        "sequence-classification reward model")
+    ev.add_argument("--prompts", help="JSONL / JSONL.gz / Parquet of prompts the two policies answer")
+    ev.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                    help="policy evaluation: override a field of evaluate_policy, e.g. --set "
+                         "responses.max_new_tokens=128")
     ev.add_argument("--dimension", help="dimension for records that have none (default helpful)")
     ev.add_argument("--limit", type=int, help="evaluate at most this many items (the first ones)")
     ev.add_argument("--skip-invalid", action="store_true", help="skip invalid records instead of stopping")
@@ -149,6 +158,17 @@ def detect_kind(path: str) -> str:
 
 
 def _eval(args) -> int:
+    if args.policy or args.baseline or args.evaluator or args.prompts:
+        from selfrefine.cli.policy_eval import evaluate_policy_command
+
+        missing = [f"--{name}" for name in ("policy", "baseline", "evaluator", "prompts") if not getattr(args, name)]
+        if missing or args.judge or args.data:
+            raise ConfigError("policy evaluation takes --policy, --baseline, --evaluator and --prompts (missing: "
+                              f"{', '.join(missing) or 'none'}), and neither --judge nor --data")
+        return evaluate_policy_command(args)
+    if not args.judge or not args.data:
+        raise ConfigError("eval needs --judge and --data (a judge on labelled data), or --policy, --baseline, "
+                          "--evaluator and --prompts (a policy against a baseline)")
     from selfrefine.data import DataSource
     from selfrefine.storage.engine import default_store
     from selfrefine.storage.schema import Artifact
@@ -197,20 +217,9 @@ def _eval(args) -> int:
 
 
 def _judge_artifact(store, text: str):
-    """The model artifact `text` names, or None when it is a path, alias or hub id."""
-    from pathlib import Path
-
-    from selfrefine.errors import NotFoundError
+    """The id of the model artifact `text` names, or None when it is a path, alias or hub id."""
     from selfrefine.storage import repository as repo
-    from selfrefine.storage.schema import Artifact
 
-    if Path(text).exists() or text in ("packaged", "tiny") or "/" in text:
-        return None
-    try:
-        with store.session() as s:
-            obj = repo.resolve(s, text)
-    except NotFoundError:
-        return None
-    if not isinstance(obj, Artifact) or obj.kind != "model":
-        raise ConfigError(f"--judge {text!r} is a {repo.describe(obj)}, not a model artifact")
-    return obj.id
+    with store.session() as s:
+        art = repo.named_model_artifact(s, text)
+        return art.id if art is not None else None

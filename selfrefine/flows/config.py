@@ -17,14 +17,24 @@ from selfrefine.data import DataSource
 from selfrefine.errors import ConfigError
 from selfrefine.tasks.bootstrap_rationales import BootstrapConfig
 from selfrefine.tasks.evaluate import EvaluateConfig
+from selfrefine.tasks.evaluate_policy import EvaluatePolicyConfig
 from selfrefine.tasks.generate import GenerateConfig
 from selfrefine.tasks.policy_round import PolicyRoundConfig
 from selfrefine.tasks.score_filter import ScoreFilterConfig
 from selfrefine.tasks.train_judge import TrainJudgeConfig
 
-STAGES = ("train_judge", "generate", "bootstrap_rationales", "score_filter", "policy_round", "evaluate")
+# The stages of one iteration, in order. The last three evaluate the policy and run only when the
+# run has policy prompts; the base policy's and the iteration's policy's answers are two stages of
+# one module (tasks/policy_responses.py).
+STAGES = ("train_judge", "generate", "bootstrap_rationales", "score_filter", "policy_round", "evaluate",
+          "base_responses", "policy_responses", "evaluate_policy")
+# The stages with a config section of their own in RunConfig (the response stages are configured
+# under evaluate_policy.responses).
+CONFIG_SECTIONS = ("train_judge", "generate", "bootstrap_rationales", "score_filter", "policy_round", "evaluate",
+                   "evaluate_policy")
 # Stages that run models on accelerators: the ones a cluster sends to a GPU work pool.
-GPU_STAGES = ("train_judge", "generate", "bootstrap_rationales", "policy_round")
+GPU_STAGES = ("train_judge", "generate", "bootstrap_rationales", "policy_round", "base_responses",
+              "policy_responses", "evaluate_policy")
 
 
 class DataConfig(BaseModel):
@@ -39,6 +49,9 @@ class DataConfig(BaseModel):
     bestofn: list[DataSource] = Field(default_factory=list, description=(
         "Optional best-of-n sets (prompts with candidates carrying reference preferences) for the "
         "best-of-n win rate."))
+    policy_prompts: list[DataSource] = Field(default_factory=list, description=(
+        "Optional held-out prompts the policy is evaluated on (evaluate_policy); they must not be among "
+        "the `prompts` the loop generates training candidates for."))
 
 
 class RunConfig(BaseModel):
@@ -57,6 +70,8 @@ class RunConfig(BaseModel):
     score_filter: ScoreFilterConfig = Field(default_factory=ScoreFilterConfig, description="Scoring and filtering.")
     policy_round: PolicyRoundConfig = Field(default_factory=PolicyRoundConfig, description="DPO or rejection sampling.")
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig, description="Evaluation.")
+    evaluate_policy: EvaluatePolicyConfig = Field(default_factory=EvaluatePolicyConfig, description=(
+        "Policy evaluation by an independent evaluator (with data.policy_prompts)."))
     placement: dict[str, str] = Field(default_factory=dict, json_schema_extra={"affects_output": False},
                                       description=(
         "Where each stage runs: 'inline' (this process, the default) or the name of a Prefect work "
@@ -79,17 +94,37 @@ class RunConfig(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _policy_evaluation_has_an_evaluator(self) -> RunConfig:
+        if self.data.policy_prompts and not self.evaluate_policy.evaluator:
+            raise ValueError("data.policy_prompts asks for policy evaluation, which needs evaluate_policy.evaluator: "
+                             "a judge directory, model artifact id, alias or hub id of a reward model that the "
+                             "loop never trains")
+        return self
+
+    @model_validator(mode="after")
     def _share_dimensions(self) -> RunConfig:
         # One place to define a dimension; every stage sees the same definitions.
         if self.dimension_definitions:
-            for stage in STAGES:
+            for stage in CONFIG_SECTIONS:
                 sub = getattr(self, stage)
                 merged = {**self.dimension_definitions, **sub.dimension_definitions}
                 object.__setattr__(self, stage, sub.model_copy(update={"dimension_definitions": merged}))
         return self
 
-    def stage_config(self, stage: str) -> BaseModel:
-        return getattr(self, stage)
+    @property
+    def evaluates_policy(self) -> bool:
+        return bool(self.data.policy_prompts)
+
+    def respond_config(self, model: str | None = None):
+        """The config of the response stages: evaluate_policy's response settings, and `model` for the
+        base policy (the stage then answers without a `policy` input)."""
+        from selfrefine.tasks.policy_responses import RespondConfig
+
+        return RespondConfig(**self.evaluate_policy.responses.model_dump(), model=model,
+                             dimension_definitions=self.evaluate_policy.dimension_definitions)
+
+    def base_policy(self) -> str:
+        return self.evaluate_policy.base_policy or self.train_judge.base_model
 
     def placement_of(self, stage: str) -> str:
         return self.placement.get(stage, "inline")

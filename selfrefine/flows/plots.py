@@ -2,11 +2,13 @@
 
 `plot_run(store, run_id)` runs the `report` stage through the stage runner once a run's iterations
 are done. Its inputs are, for every iteration i, the evaluate metrics (`metrics_<i>`), the
-score_filter report (`filter_report_<i>`) and the bootstrapped rationales (`rationales_<i>`), so
-its lineage reaches every number it draws and a resume that changes nothing reuses it. It makes:
+score_filter report (`filter_report_<i>`), the bootstrapped rationales (`rationales_<i>`) and, when
+the run evaluates its policy, the evaluate_policy metrics (`policy_metrics_<i>`), so its lineage
+reaches every number it draws and a resume that changes nothing reuses it. It makes:
 
     metrics_plot          PNG: judge pairwise/absolute accuracy, ECE, best-of-n win rate, filter
-                          and rationale keep rates, one point per iteration
+                          and rationale keep rates, and the policy's win rates and
+                          controllability, one point per iteration
     reliability_iter_<i>  PNG: reliability diagram of iteration i's judge (pairwise verdicts)
     plot_data             JSON: every plotted series and bin, exactly as drawn
 
@@ -39,7 +41,7 @@ from selfrefine.tasks.keys import stage_key
 from selfrefine.tasks.runner import Output, StageContext, StageReturn, run_stage
 
 STAGE = "report"
-CODE_VERSION = "1"
+CODE_VERSION = "2"  # 2: the policy panel (evaluate_policy)
 SERIES_KEY = "selfrefine:series"
 log = logging.getLogger(__name__)
 
@@ -47,9 +49,14 @@ log = logging.getLogger(__name__)
 JUDGE_SERIES = (("pairwise_accuracy", "judge pairwise accuracy"), ("absolute_accuracy", "judge absolute accuracy"),
                 ("ece", "ECE (pairwise)"), ("bestofn_win_rate", "best-of-n win rate"))
 KEEP_SERIES = (("filter_keep_rate", "score_filter keep rate"), ("rationale_keep_rate", "rationale keep rate"))
+# The policy by the independent evaluator (evaluate_policy): (series name, legend label, metrics path).
+POLICY_SERIES = (("policy_win_rate", "win rate vs base", "vs_base.win_rate"),
+                 ("policy_lc_win_rate", "length-controlled win rate vs base", "vs_base.lc_win_rate"),
+                 ("policy_win_rate_previous", "win rate vs previous policy", "vs_previous.win_rate"),
+                 ("controllability", "controllability (more beats less)", "controllability.controllability"))
 # Stage outputs each iteration feeds the report: (stage, output role, input role prefix).
 SOURCES = (("evaluate", "metrics", "metrics"), ("score_filter", "report", "filter_report"),
-           ("bootstrap_rationales", "rationales", "rationales"))
+           ("bootstrap_rationales", "rationales", "rationales"), ("evaluate_policy", "metrics", "policy_metrics"))
 
 
 class PlotConfig(BaseModel):
@@ -86,7 +93,7 @@ def collect_series(ctx_inputs: dict, judge_digests: dict[str, str] | None = None
     """The plotted numbers, from the report stage's inputs (role → InputArtifact)."""
     indices = sorted(int(role.rsplit("_", 1)[1]) for role in ctx_inputs if role.startswith("metrics_"))
     series: dict[str, Any] = {"iterations": indices, **{name: [] for name, _ in JUDGE_SERIES + KEEP_SERIES},
-                              "reliability": {}}
+                              **{name: [] for name, _, _ in POLICY_SERIES}, "reliability": {}}
     for i in indices:
         metrics = _read_json(ctx_inputs[f"metrics_{i}"].path, f"iteration {i} metrics")
         for name, dotted in (("pairwise_accuracy", "pairwise.accuracy"), ("absolute_accuracy", "absolute.accuracy"),
@@ -102,6 +109,10 @@ def collect_series(ctx_inputs: dict, judge_digests: dict[str, str] | None = None
         rationales = ctx_inputs.get(f"rationales_{i}")
         stats = _read_json(rationales.path / "stats.json", f"iteration {i} rationale stats") if rationales else {}
         series["rationale_keep_rate"].append(stats.get("keep_rate"))
+        policy = ctx_inputs.get(f"policy_metrics_{i}")
+        policy_metrics = _read_json(policy.path, f"iteration {i} policy metrics") if policy else {}
+        for name, _, dotted in POLICY_SERIES:
+            series[name].append(_get(policy_metrics, dotted))
     return series
 
 
@@ -116,10 +127,14 @@ def _png(fig, path: Path, dpi: int, series: dict) -> None:
 def draw_metrics(series: dict, path: Path, title: str, dpi: int) -> None:
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(9, 4), layout="constrained")
-    axes = fig.subplots(1, 2, sharex=True)
+    policy = tuple((name, label) for name, label, _ in POLICY_SERIES)
+    panels = [(JUDGE_SERIES, "judge"), (KEEP_SERIES, "data kept")]
+    if any(v is not None for name, _ in policy for v in series[name]):
+        panels.append((policy, "policy (independent evaluator)"))
+    fig = Figure(figsize=(4.5 * len(panels), 4), layout="constrained")
+    axes = fig.subplots(1, len(panels), sharex=True)
     x = series["iterations"]
-    for ax, group, heading in ((axes[0], JUDGE_SERIES, "judge"), (axes[1], KEEP_SERIES, "data kept")):
+    for ax, (group, heading) in zip(axes, panels):
         for name, label in group:
             points = [(i, v) for i, v in zip(x, series[name]) if v is not None]
             if points:
@@ -132,7 +147,7 @@ def draw_metrics(series: dict, path: Path, title: str, dpi: int) -> None:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8, loc="best")
     fig.suptitle(title, fontsize=10)
-    _png(fig, path, dpi, {k: series[k] for k in ["iterations", *(n for n, _ in JUDGE_SERIES + KEEP_SERIES)]})
+    _png(fig, path, dpi, {k: series[k] for k in ["iterations", *(n for n, _ in JUDGE_SERIES + KEEP_SERIES + policy)]})
 
 
 def draw_reliability(diagram: dict, path: Path, title: str, dpi: int) -> None:

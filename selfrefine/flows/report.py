@@ -27,6 +27,13 @@ SUMMARY_METRICS = (
     ("rationale keep", "bootstrap_rationales", "keep_rate"),
     ("filter keep", "score_filter", "keep_rate"),
     ("judge loss", "train_judge", "final_loss"),
+    # The policy: the pairs it was trained on, and the evaluator's verdict on it (evaluate_policy).
+    ("policy pairs", "policy_round", "examples"),
+    ("win vs base", "evaluate_policy", "vs_base_win_rate"),
+    ("LC win vs base", "evaluate_policy", "vs_base_lc_win_rate"),
+    ("win vs prev", "evaluate_policy", "vs_previous_win_rate"),
+    ("controllability", "evaluate_policy", "controllability_controllability"),
+    ("resp. chars", "evaluate_policy", "mean_length"),
     # With train_judge.keep_best: the new judge on the held-back seed pairs, and whether it lost.
     ("judge val acc", "train_judge", "validation_accuracy_new"),
     ("kept prev judge", "train_judge", "kept_previous_judge"),

@@ -43,6 +43,7 @@ class Carry:
     self_pairs: uuid.UUID | None = None
     rationales: uuid.UUID | None = None
     metrics: uuid.UUID | None = None
+    policy_responses: uuid.UUID | None = None
 
 
 def stage_seed(run_seed: int, iteration: int, stage: str) -> int:
@@ -53,7 +54,7 @@ def stage_seed(run_seed: int, iteration: int, stage: str) -> int:
 def data_sources(cfg: RunConfig) -> dict[str, tuple[str, object]]:
     roles: dict[str, tuple[str, object]] = {}
     for field, kind in (("seed_pairs", "pairs"), ("prompts", "prompts"), ("heldout_pairs", "pairs"),
-                        ("bestofn", "bestofn")):
+                        ("bestofn", "bestofn"), ("policy_prompts", "prompts")):
         for i, source in enumerate(getattr(cfg.data, field)):
             roles[f"{field}_{i}"] = (kind, source)
     return roles
@@ -64,8 +65,30 @@ def preflight(cfg: RunConfig) -> ingest.IngestConfig:
     file, line and field)."""
     config, counts = ingest.prepare(data_sources(cfg), cfg.dimension_definitions)
     log.info("data validated: %s", ", ".join(f"{role}={n}" for role, n in sorted(counts.items())))
+    if cfg.evaluates_policy:
+        check_policy_prompts_held_out(config)
     check_models(cfg)
     return config
+
+
+def check_policy_prompts_held_out(config: ingest.IngestConfig) -> None:
+    """The policy is evaluated on prompts the loop never generates training candidates for."""
+    from selfrefine.errors import DataError
+
+    def prompts_of(prefix: str) -> dict[str, str]:
+        keys = {}
+        for role, spec in sorted(config.sources.items()):
+            if role.startswith(prefix):
+                for item in ingest.load_items(spec, config.dimension_definitions):
+                    keys.setdefault(item.id, spec.source.path or spec.source.source or spec.source.kind)
+        return keys
+
+    generation, held_out = prompts_of("prompts_"), prompts_of("policy_prompts_")
+    shared = sorted(set(generation) & set(held_out))
+    if shared:
+        raise DataError(f"data.policy_prompts shares {len(shared)} of its {len(held_out)} prompts with data.prompts "
+                        f"(from {held_out[shared[0]]}); the policy must be evaluated on prompts it is never "
+                        "trained on: take them out of one of the two (for the demo source, with skip/limit)")
 
 
 def check_models(cfg: RunConfig) -> None:
@@ -73,10 +96,24 @@ def check_models(cfg: RunConfig) -> None:
     from selfrefine.models.embedding import resolve_embedder
     from selfrefine.models.loading import check_model
 
-    for name in (cfg.train_judge.base_model, cfg.evaluate.judge_model):
+    names = [cfg.train_judge.base_model, cfg.evaluate.judge_model]
+    if cfg.evaluates_policy:
+        names.append(cfg.base_policy())
+        if evaluator_artifact(cfg) is None:
+            names.append(cfg.evaluate_policy.evaluator)
+    for name in names:
         if name:
             check_model(name)
     resolve_embedder(cfg.score_filter.embedding_model)
+
+
+def evaluator_artifact(cfg: RunConfig) -> uuid.UUID | None:
+    """The model artifact evaluate_policy.evaluator names, if it names one (else a path, alias or hub id)."""
+    if not cfg.evaluate_policy.evaluator:
+        return None
+    with default_store().session() as s:
+        art = repo.named_model_artifact(s, cfg.evaluate_policy.evaluator)
+        return art.id if art is not None else None
 
 
 def config_digest(cfg: RunConfig) -> str:
@@ -95,8 +132,9 @@ def stage_task(stage: str, config, inputs: dict[str, uuid.UUID], iteration_id: u
 
 
 def _run(stage: str, cfg: RunConfig, config, inputs, iteration: Iteration, index: int,
-         retries: int) -> StageOutcome:
-    seed = None if stage == "ingest_data" else stage_seed(cfg.seed, index, stage)
+         retries: int, seed: int | None = None) -> StageOutcome:
+    if seed is None and stage != "ingest_data":
+        seed = stage_seed(cfg.seed, index, stage)
     placement = "inline" if stage == "ingest_data" else cfg.placement_of(stage)
     inputs = {role: art for role, art in inputs.items() if art is not None}
     return stage_task.with_options(retries=retries)(stage, config, inputs, iteration.id, seed, placement)
@@ -154,8 +192,37 @@ def _iteration_stages(cfg: RunConfig, ingest_config, carry: Carry, it: Iteration
     metrics = _run("evaluate", cfg, cfg.evaluate, {
         **heldout, **bestofn, **demos, "judge": judge, "previous_metrics": carry.metrics,
     }, it, index, retries).outputs["metrics"]
+    responses = None
+    if cfg.evaluates_policy:
+        responses = _evaluate_policy(cfg, data, new_policy, carry, it, index, retries)
     return Carry(judge=judge, policy=new_policy, self_pairs=filtered["pairs"], rationales=rationales,
-                 metrics=metrics)
+                 metrics=metrics, policy_responses=responses)
+
+
+def response_seed(cfg: RunConfig) -> int:
+    """One seed for every policy's answers in a run, whatever the iteration: greedy answers take 0, so
+    that the base policy's answers are the same stage (key) in every run."""
+    if cfg.evaluate_policy.responses.temperature == 0:
+        return 0
+    return stage_seed(cfg.seed, 0, "policy_responses")
+
+
+def _evaluate_policy(cfg: RunConfig, data: dict[str, uuid.UUID], policy: uuid.UUID, carry: Carry,
+                     it: Iteration, index: int, retries: int) -> uuid.UUID:
+    """The base's and the iteration's policy's answers to the policy prompts, judged by the evaluator;
+    returns the policy's answers (the next iteration's `previous_responses`)."""
+    prompts = {r: a for r, a in data.items() if r.startswith("policy_prompts")}
+    seed = response_seed(cfg)
+    base = _run("base_responses", cfg, cfg.respond_config(model=cfg.base_policy()), prompts, it, index, retries,
+                seed=seed).outputs["responses"]
+    responses = _run("policy_responses", cfg, cfg.respond_config(), {**prompts, "policy": policy}, it, index,
+                     retries, seed=seed).outputs["responses"]
+    _run("evaluate_policy", cfg, cfg.evaluate_policy, {
+        "responses": responses, "base_responses": base,
+        # Iteration 1 is compared with the policy before the run: the base.
+        "previous_responses": carry.policy_responses or base, "evaluator": evaluator_artifact(cfg),
+    }, it, index, retries)
+    return responses
 
 
 # -- runs ----------------------------------------------------------------------------------------

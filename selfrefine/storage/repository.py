@@ -249,3 +249,21 @@ def ago(ts: datetime | None) -> str:
     if ts.tzinfo is None:
         ts = ts.replace(tzinfo=timezone.utc)
     return ts.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def named_model_artifact(session: Session, text: str) -> Artifact | None:
+    """The model artifact `text` names (a full id, unique prefix or `sha256:` digest prefix), or None
+    when `text` names an existing path, a model alias or a hub id (`owner/name`)."""
+    from pathlib import Path
+
+    from selfrefine.errors import ConfigError
+
+    if Path(text).expanduser().exists() or text in ("packaged", "tiny") or "/" in text:
+        return None
+    try:
+        obj = resolve(session, text)
+    except NotFoundError:
+        return None
+    if not isinstance(obj, Artifact) or obj.kind != "model":
+        raise ConfigError(f"{text!r} is a {describe(obj)}, not a model artifact")
+    return obj

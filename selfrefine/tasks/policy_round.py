@@ -95,7 +95,7 @@ def run(ctx: StageContext) -> StageReturn:
         shutil.copytree(policy, out)
         return StageReturn({"policy": Output(out, "model", {"method": cfg.method, "examples": 0,
                                                             "unchanged": True})},
-                           [("train_examples", 0.0, {"method": cfg.method})])
+                           [("train_examples", 0.0, {"method": cfg.method}), ("examples", 0.0, {})])
     dataset = Dataset.from_list(examples)
     policy = as_policy(policy)  # of a judge per dimension, the sub-judge that generated
     if cfg.method == "dpo":
@@ -104,7 +104,8 @@ def run(ctx: StageContext) -> StageReturn:
         result = train_sft(policy, dataset, out, cfg.sft.model_copy(update={"seed": seed}))
     final_loss = result.loss_history[-1][1] if result.loss_history else float("nan")
     labels = {"method": cfg.method}
-    metrics = [("train_examples", float(len(examples)), labels), ("final_loss", float(final_loss), labels),
+    metrics = [("examples", float(len(examples)), {}),
+               ("train_examples", float(len(examples)), labels), ("final_loss", float(final_loss), labels),
                ("train_seconds", float(result.seconds), labels)]
     meta = {"method": cfg.method, "examples": len(examples), "final_loss": final_loss}
     return StageReturn({"policy": Output(out, "model", meta)}, metrics)

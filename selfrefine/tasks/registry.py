@@ -27,11 +27,17 @@ MODULES = {
     "score_filter": "selfrefine.tasks.score_filter",
     "policy_round": "selfrefine.tasks.policy_round",
     "evaluate": "selfrefine.tasks.evaluate",
+    # One module, two stages: the iteration's policy and the run's base policy answer apart, so the
+    # base's answers keep one stage key across iterations and runs.
+    "policy_responses": "selfrefine.tasks.policy_responses",
+    "base_responses": "selfrefine.tasks.policy_responses",
+    "evaluate_policy": "selfrefine.tasks.evaluate_policy",
 }
 CONFIG_CLASSES = {
     "ingest_data": "IngestConfig", "train_judge": "TrainJudgeConfig", "generate": "GenerateConfig",
     "bootstrap_rationales": "BootstrapConfig", "score_filter": "ScoreFilterConfig",
     "policy_round": "PolicyRoundConfig", "evaluate": "EvaluateConfig",
+    "policy_responses": "RespondConfig", "base_responses": "RespondConfig", "evaluate_policy": "EvaluatePolicyConfig",
 }
 
 

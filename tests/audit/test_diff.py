@@ -79,8 +79,12 @@ def test_a_knob_change_shows_as_one_config_field_and_a_new_policy(runs, capsys):
     assert not policy["outputs"]["policy"]["same"]
     assert all(e["same"] for e in policy["parents"].values()) and set(policy["parents"]) == {"pairs", "scores", "policy"}
     assert _art(policy["outputs"]["policy"]["b"]) == _outputs(runs.variant, 1, "policy_round")["policy"]
+    # ... which answers the policy prompts anew and is judged anew; the base's answers are the same.
     changed = {st for st, e in d["stages"].items() if not e["key"]["same"]}
-    assert changed == {"policy_round"}
+    assert changed == {"policy_round", "policy_responses", "evaluate_policy"}
+    judged = d["policy_evaluation"]["parents"]
+    assert judged["base_responses"]["same"] and not judged["responses"]["same"]
+    assert "evaluate_policy.vs_base_win_rate" in d["metrics"]
 
 
 def test_text_diff_names_full_digests_and_the_changed_field(runs, capsys):

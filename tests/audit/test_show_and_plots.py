@@ -15,7 +15,7 @@ from selfrefine.storage.artifacts import ArtifactStore
 from selfrefine.storage.engine import default_store
 from selfrefine.storage.schema import EdgeKind, StageRun
 
-ROLES = {"ingest_data": {"seed_pairs_0", "prompts_0", "heldout_pairs_0", "bestofn_0"},
+ROLES = {"ingest_data": {"seed_pairs_0", "prompts_0", "heldout_pairs_0", "bestofn_0", "policy_prompts_0"},
          "train_judge": {"judge"}, "policy_round": {"policy"}}
 
 
@@ -60,9 +60,9 @@ def _stored(art):
     return path
 
 
-def _evaluate_metric(s, run_id: uuid.UUID, index: int, name: str) -> float:
+def _evaluate_metric(s, run_id: uuid.UUID, index: int, name: str, stage: str = "evaluate") -> float:
     it = next(i for i in repo.iterations_of(s, run_id) if i.index == index)
-    row = repo.producing_stage_run(s, repo.stage_run_for(s, it.id, "evaluate"))
+    row = repo.producing_stage_run(s, repo.stage_run_for(s, it.id, stage))
     return next(m.value for m in repo.metrics_of(s, row.id) if m.name == name and not m.labels)
 
 
@@ -75,11 +75,17 @@ def test_plots_have_one_point_per_iteration_and_match_the_store(runs):
             series = _png_series(_stored(found["metrics_plot"]))
             assert series["iterations"] == list(range(1, n + 1))
             assert all(len(series[k]) == n for k in ("pairwise_accuracy", "ece", "bestofn_win_rate",
-                                                     "filter_keep_rate", "rationale_keep_rate"))
+                                                     "filter_keep_rate", "rationale_keep_rate", "policy_win_rate",
+                                                     "policy_lc_win_rate", "policy_win_rate_previous",
+                                                     "controllability"))
             for i in range(1, n + 1):
                 assert series["pairwise_accuracy"][i - 1] == _evaluate_metric(s, run_id, i, "pairwise_accuracy")
                 assert series["ece"][i - 1] == _evaluate_metric(s, run_id, i, "pairwise_calibration_ece")
                 assert series["bestofn_win_rate"][i - 1] == _evaluate_metric(s, run_id, i, "bestofn_win_rate")
+                for name, metric in (("policy_win_rate", "vs_base_win_rate"), ("policy_lc_win_rate", "vs_base_lc_win_rate"),
+                                     ("policy_win_rate_previous", "vs_previous_win_rate"),
+                                     ("controllability", "controllability_controllability")):
+                    assert series[name][i - 1] == _evaluate_metric(s, run_id, i, metric, "evaluate_policy")
                 diagram = _png_series(_stored(found[f"reliability_iter_{i}"]))
                 assert len(diagram["bins"]) == 10 and diagram["ece"] == series["ece"][i - 1]
                 # Every held-out pair is binned twice (both orders): 6 pairs in the tiny preset.
@@ -92,7 +98,8 @@ def test_plots_have_one_point_per_iteration_and_match_the_store(runs):
             # Lineage: the report stage used exactly each iteration's metrics, filter report, rationales.
             producer = s.get_one(StageRun, found["metrics_plot"].stage_run_id)
             used = {role for role, _ in repo.edges_of(s, producer.id, EdgeKind.uses)}
-            assert used == {f"{p}_{i}" for p in ("metrics", "filter_report", "rationales") for i in range(1, n + 1)}
+            assert used == {f"{p}_{i}" for p in ("metrics", "filter_report", "rationales", "policy_metrics")
+                            for i in range(1, n + 1)}
 
 
 def test_plots_are_linked_from_the_last_iterations_prefect_artifacts(runs):

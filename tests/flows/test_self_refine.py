@@ -20,7 +20,7 @@ from tests.flows.conftest import REPO, run_ids, selfrefine, show
 from tests.storage.conftest import pg_skip_reason, pg_url  # noqa: F401 - fixtures
 
 STAGES = ["ingest_data", "train_judge", "generate", "bootstrap_rationales", "score_filter",
-          "policy_round", "evaluate"]
+          "policy_round", "evaluate", "base_responses", "policy_responses", "evaluate_policy"]
 
 
 def _stage_rows(store: Store, run_id: uuid.UUID) -> dict[tuple[int, str], StageRun]:
@@ -62,8 +62,9 @@ def test_two_iterations_on_the_tiny_preset(prefect_api, run_db_url):
     for (index, stage), sr in rows.items():
         assert sr.prefect_flow_run_id and sr.prefect_task_run_id, (index, stage)
         assert sr.status in (StageStatus.completed, StageStatus.reused)
-    # The data is ingested once; iteration 2 reuses it.
+    # The data is ingested once; iteration 2 reuses it, and the base policy's answers.
     assert rows[(2, "ingest_data")].status == StageStatus.reused
+    assert rows[(2, "base_responses")].status == StageStatus.reused
     # Iteration 2's judge was trained from iteration 1's judge, pairs and rationales.
     with store.session() as s:
         inputs = repo.stage_inputs(s, rows[(2, "train_judge")])
@@ -71,6 +72,16 @@ def test_two_iterations_on_the_tiny_preset(prefect_api, run_db_url):
         assert inputs["init_judge"].id == outputs1["train_judge"]["judge"].id
         assert inputs["self_pairs"].id == outputs1["score_filter"]["pairs"].id
         assert inputs["rationales"].id == outputs1["bootstrap_rationales"]["rationales"].id
+        # Each iteration's policy answers the held-out prompts and is judged against the base and
+        # against the previous iteration's policy (iteration 1's previous is the base).
+        for index in (1, 2):
+            answered = repo.stage_inputs(s, rows[(index, "policy_responses")])["policy"]
+            assert answered.id == repo.stage_outputs(s, rows[(index, "policy_round")])["policy"].id
+        judged = {i: repo.stage_inputs(s, rows[(i, "evaluate_policy")]) for i in (1, 2)}
+        base = outputs1["base_responses"]["responses"].id
+        assert judged[1]["previous_responses"].id == judged[1]["base_responses"].id == base
+        assert judged[2]["base_responses"].id == base
+        assert judged[2]["previous_responses"].id == outputs1["policy_responses"]["responses"].id
         # Every model's lineage reaches the seed data.
         models = s.scalars(select(Artifact).where(Artifact.kind == "model")).all()
         assert len(models) == 4
@@ -95,7 +106,7 @@ def _check_resume(store: Store, run_id: str, failed_stage: str, status: StageSta
     assert before[(2, failed_stage)].status == status
     fault_at = STAGES.index(failed_stage)
     done_before = _snapshot(before, lambda k: k[0] == 1 or STAGES.index(k[1]) < fault_at)
-    assert len(done_before) == 7 + fault_at
+    assert len(done_before) == len(STAGES) + fault_at
     resume_fn()
     after = _stage_rows(store, uuid.UUID(run_id))
     # Zero recomputed: the same rows, attempts and end times as before the resume.
