@@ -23,18 +23,19 @@ from selfrefine.tasks.policy_round import PolicyRoundConfig
 from selfrefine.tasks.score_filter import ScoreFilterConfig
 from selfrefine.tasks.train_judge import TrainJudgeConfig
 
-# The stages of one iteration, in order. The last three evaluate the policy and run only when the
+# The stages of one iteration, in order. The last four evaluate the policy and run only when the
 # run has policy prompts; the base policy's and the iteration's policy's answers are two stages of
-# one module (tasks/policy_responses.py).
+# one module (tasks/policy_responses.py), and evaluate_evaluator is the evaluate stage measuring the
+# evaluator's own best-of-n on the run's best-of-n sets before its verdicts on the policy.
 STAGES = ("train_judge", "generate", "bootstrap_rationales", "score_filter", "policy_round", "evaluate",
-          "base_responses", "policy_responses", "evaluate_policy")
+          "base_responses", "policy_responses", "evaluate_evaluator", "evaluate_policy")
 # The stages with a config section of their own in RunConfig (the response stages are configured
 # under evaluate_policy.responses).
 CONFIG_SECTIONS = ("train_judge", "generate", "bootstrap_rationales", "score_filter", "policy_round", "evaluate",
                    "evaluate_policy")
 # Stages that run models on accelerators: the ones a cluster sends to a GPU work pool.
 GPU_STAGES = ("train_judge", "generate", "bootstrap_rationales", "policy_round", "base_responses",
-              "policy_responses", "evaluate_policy")
+              "policy_responses", "evaluate_evaluator", "evaluate_policy")
 
 
 class DataConfig(BaseModel):
@@ -122,6 +123,15 @@ class RunConfig(BaseModel):
 
         return RespondConfig(**self.evaluate_policy.responses.model_dump(), model=model,
                              dimension_definitions=self.evaluate_policy.dimension_definitions)
+
+    def evaluator_check_config(self):
+        """The evaluate stage's config that measures the evaluator's best-of-n on the run's best-of-n sets,
+        read as evaluate_policy reads it (the highest reward or Yes log-odds)."""
+        from selfrefine.tasks.evaluate import EvaluateConfig
+
+        ep = self.evaluate_policy
+        return EvaluateConfig(max_bestofn=ep.check_max_items, bestofn_scoring="yes_log_odds", judge=ep.judge,
+                              judge_model=ep.evaluator, dimension_definitions=ep.dimension_definitions)
 
     def base_policy(self) -> str:
         return self.evaluate_policy.base_policy or self.train_judge.base_model

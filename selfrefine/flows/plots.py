@@ -41,13 +41,14 @@ from selfrefine.tasks.keys import stage_key
 from selfrefine.tasks.runner import Output, StageContext, StageReturn, run_stage
 
 STAGE = "report"
-CODE_VERSION = "2"  # 2: the policy panel (evaluate_policy)
+CODE_VERSION = "2"  # 2: the policy panel (evaluate_policy), the longest rule beside best-of-n
 SERIES_KEY = "selfrefine:series"
 log = logging.getLogger(__name__)
 
 # (series name, legend label) of the metrics plot, in drawing order.
 JUDGE_SERIES = (("pairwise_accuracy", "judge pairwise accuracy"), ("absolute_accuracy", "judge absolute accuracy"),
-                ("ece", "ECE (pairwise)"), ("bestofn_win_rate", "best-of-n win rate"))
+                ("ece", "ECE (pairwise)"), ("bestofn_win_rate", "best-of-n win rate"),
+                ("bestofn_longest_win_rate", "best-of-n: always the longest"))
 KEEP_SERIES = (("filter_keep_rate", "score_filter keep rate"), ("rationale_keep_rate", "rationale keep rate"))
 # The policy by the independent evaluator (evaluate_policy): (series name, legend label, metrics path).
 POLICY_SERIES = (("policy_win_rate", "win rate vs base", "vs_base.win_rate"),
@@ -97,7 +98,8 @@ def collect_series(ctx_inputs: dict, judge_digests: dict[str, str] | None = None
     for i in indices:
         metrics = _read_json(ctx_inputs[f"metrics_{i}"].path, f"iteration {i} metrics")
         for name, dotted in (("pairwise_accuracy", "pairwise.accuracy"), ("absolute_accuracy", "absolute.accuracy"),
-                             ("ece", "pairwise.calibration.ece"), ("bestofn_win_rate", "bestofn.win_rate")):
+                             ("ece", "pairwise.calibration.ece"), ("bestofn_win_rate", "bestofn.win_rate"),
+                             ("bestofn_longest_win_rate", "bestofn.longest_win_rate")):
             series[name].append(_get(metrics, dotted))
         series["reliability"][str(i)] = {
             "ece": _get(metrics, "pairwise.calibration.ece"),

@@ -24,6 +24,7 @@ SUMMARY_METRICS = (
     ("pos. consist.", "evaluate", "pairwise_position_consistency"),
     ("abs acc", "evaluate", "absolute_accuracy"),
     ("best-of-n", "evaluate", "bestofn_win_rate"),
+    ("longest rule", "evaluate", "bestofn_longest_win_rate"),
     ("rationale keep", "bootstrap_rationales", "keep_rate"),
     ("filter keep", "score_filter", "keep_rate"),
     ("judge loss", "train_judge", "final_loss"),
@@ -34,6 +35,9 @@ SUMMARY_METRICS = (
     ("win vs prev", "evaluate_policy", "vs_previous_win_rate"),
     ("controllability", "evaluate_policy", "controllability_controllability"),
     ("resp. chars", "evaluate_policy", "mean_length"),
+    # The evaluator as an instrument: its best-of-n, and its margin over always picking the longest.
+    ("evaluator bon", "evaluate_evaluator", "bestofn_win_rate"),
+    ("evaluator − longest", "evaluate_evaluator", "bestofn_margin_over_longest"),
     # With train_judge.keep_best: the new judge on the held-back seed pairs, and whether it lost.
     ("judge val acc", "train_judge", "validation_accuracy_new"),
     ("kept prev judge", "train_judge", "kept_previous_judge"),
@@ -78,14 +82,17 @@ def _fmt(value: Any) -> str:
 
 
 def summary_table(store: Store, run_id: uuid.UUID) -> str:
-    """A plain-text table of the run's iterations (printed by the CLI and the demo)."""
+    """A plain-text table of the run's iterations (printed by the CLI and the demo). A metric no
+    iteration has — a stage the run's config leaves out, such as keep_best or the policy
+    evaluation — gets no column; the columns shown have a value or a failed iteration's dash."""
     rows = iteration_rows(store, run_id)
-    headers = ["iter", "status", "time"] + [label for label, _, _ in SUMMARY_METRICS] + ["judge sha256"]
+    shown = [label for label, _, _ in SUMMARY_METRICS if any(r[label] is not None for r in rows)]
+    headers = ["iter", "status", "time"] + shown + ["judge sha256"]
     lines = [headers]
     for r in rows:
         judge = r["judge"]["sha256"][:12] if r["judge"] else "-"
         lines.append([str(r["iteration"]), r["status"], f"{r['seconds']:.0f}s" if r["seconds"] else "-"]
-                     + [_fmt(r[label]) for label, _, _ in SUMMARY_METRICS] + [judge])
+                     + [_fmt(r[label]) for label in shown] + [judge])
     widths = [max(len(line[i]) for line in lines) for i in range(len(headers))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)) for line in lines)
 

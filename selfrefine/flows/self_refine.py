@@ -217,10 +217,17 @@ def _evaluate_policy(cfg: RunConfig, data: dict[str, uuid.UUID], policy: uuid.UU
                 seed=seed).outputs["responses"]
     responses = _run("policy_responses", cfg, cfg.respond_config(), {**prompts, "policy": policy}, it, index,
                      retries, seed=seed).outputs["responses"]
+    bestofn = {r: a for r, a in data.items() if r.startswith("bestofn")}
+    evaluator = evaluator_artifact(cfg)
+    if cfg.evaluate_policy.check_evaluator and bestofn:
+        check = cfg.evaluator_check_config()
+        if evaluator is not None:
+            check = check.model_copy(update={"judge_model": None})
+        _run("evaluate_evaluator", cfg, check, {**bestofn, "judge": evaluator}, it, index, retries, seed=0)
     _run("evaluate_policy", cfg, cfg.evaluate_policy, {
         "responses": responses, "base_responses": base,
         # Iteration 1 is compared with the policy before the run: the base.
-        "previous_responses": carry.policy_responses or base, "evaluator": evaluator_artifact(cfg),
+        "previous_responses": carry.policy_responses or base, "evaluator": evaluator,
     }, it, index, retries)
     return responses
 

@@ -48,8 +48,9 @@ from selfrefine.tasks.score_replay import record_scores, records
 STAGE = "evaluate"
 # 2: metrics.json records what it measured ("measured"), to reuse it when nothing changed;
 # 3: and every item's score by the judge that gave it ("item_scores"), to reuse an unchanged sub-judge's;
-# 4: standard errors of pairwise accuracy and best-of-n win rate; figures of older code are not taken over.
-CODE_VERSION = "4"
+# 4: standard errors of pairwise accuracy and best-of-n win rate; figures of older code are not taken over;
+# 5: the longest-candidate rule, the margin over it and the length bias beside every best-of-n win rate.
+CODE_VERSION = "5"
 log = logging.getLogger(__name__)
 # The headline figures compared against the previous iteration.
 HEADLINE = ("pairwise.accuracy", "pairwise.calibration.ece", "pairwise.position_consistency",

@@ -54,6 +54,12 @@ class EvaluatePolicyConfig(BaseModel):
     responses: ResponseSettings = Field(default_factory=ResponseSettings, description=(
         "How every policy answers the policy prompts (greedy by default, so the comparisons are paired)."))
     judge: JudgeSettings = Field(default_factory=JudgeSettings, description="How the evaluator is loaded.")
+    check_evaluator: bool = Field(True, description=(
+        "Measure the evaluator as an instrument first: its best-of-n win rate on the run's best-of-n sets "
+        "next to random picking and always picking the longest answer (stage evaluate_evaluator; its key "
+        "does not depend on the iteration, so it runs once per evaluator and data)."))
+    check_max_items: int | None = Field(None, ge=1, description=(
+        "evaluate_evaluator: at most this many best-of-n items (a seeded sample)."))
     n_bootstrap: int = Field(200, ge=0, le=100_000, description=(
         "Bootstrap resamples of the prompts for the standard error of the length-controlled win rate."))
     dimension_definitions: dict[str, str] = dimension_definitions_field()

@@ -237,12 +237,35 @@ def judge_picks(scores_per_item: Sequence[Sequence[float]]) -> list[int]:
     return picks
 
 
+def longest_picks(items: Sequence[BestOfNItem]) -> list[int]:
+    """The index of each item's longest candidate in characters (ties: the lower index): the
+    "always pick the longest response" rule every best-of-n judge must beat."""
+    return [max(range(len(item.candidates)), key=lambda j, it=item: (len(it.candidates[j].output), -j))
+            for item in items]
+
+
+def length_spearman(items: Sequence[BestOfNItem], scores_per_item: Sequence[Sequence[float]]) -> float | None:
+    """The judge's length bias: the mean over items of the Spearman correlation between its scores
+    and the candidates' lengths in characters. Items whose scores or lengths are all equal have no
+    correlation and are left out; None when no item has one."""
+    from scipy.stats import spearmanr
+
+    values = []
+    for item, scores in zip(items, scores_per_item):
+        lengths = [len(c.output) for c in item.candidates]
+        if len(set(lengths)) > 1 and len(set(scores)) > 1:
+            values.append(float(spearmanr(scores, lengths).statistic))
+    return float(np.mean(values)) if values else None
+
+
 def best_of_n_metrics(items: Sequence[BestOfNItem], scores_per_item: Sequence[Sequence[float]]
                       ) -> dict[str, Any]:
     """The judge picks the highest-scored candidate of each item (`scores_per_item[i][j]` scores
-    `items[i].candidates[j]`). Reports its win rate, the random and oracle win rates of the same
-    items, the share of items where the pick is one of the best candidates (oracle_pick_rate) and
-    the share where the top score was shared by several candidates (tied_pick_rate)."""
+    `items[i].candidates[j]`). Reports its win rate, the random, longest-candidate and oracle win
+    rates of the same items, the judge's margin over the longest rule with its standard error paired
+    by item, its length bias (`length_spearman`), the share of items where the pick is one of the best
+    candidates (oracle_pick_rate) and the share where the top score was shared by several
+    candidates (tied_pick_rate)."""
     if len(items) != len(scores_per_item):
         raise ValueError(f"{len(scores_per_item)} score lists for {len(items)} items; give one per item")
     if not items:
@@ -251,16 +274,21 @@ def best_of_n_metrics(items: Sequence[BestOfNItem], scores_per_item: Sequence[Se
         if len(scores) != len(item.candidates):
             raise DataError(f"{len(scores)} scores for the {len(item.candidates)} candidates of item "
                             f"{item.id}; score every candidate", field=f"scores_per_item[{i}]")
-    picks = judge_picks(scores_per_item)
+    picks, longest = judge_picks(scores_per_item), longest_picks(items)
     best_pref = [max(c.preference for c in item.candidates) for item in items]
     oracle_hits = [item.candidates[p].preference == best for item, p, best in zip(items, picks, best_pref)]
     tied = [int(np.sum(np.asarray(s, dtype=float) == max(s))) > 1 for s in scores_per_item]
+    margins = [item.candidates[p].win - item.candidates[q].win for item, p, q in zip(items, picks, longest)]
     return {
         "n_items": len(items),
         "win_rate": win_rate(items, picks),
         "win_rate_se": standard_error([item.candidates[p].win for item, p in zip(items, picks)]),
         "random_win_rate": random_pick_win_rate(items),
+        "longest_win_rate": win_rate(items, longest),
         "oracle_win_rate": oracle_win_rate(items),
+        "margin_over_longest": float(np.mean(margins)),
+        "margin_over_longest_se": standard_error(margins),
+        "length_spearman": length_spearman(items, scores_per_item),
         "oracle_pick_rate": float(np.mean(oracle_hits)),
         "tied_pick_rate": float(np.mean(tied)),
     }

@@ -32,12 +32,15 @@ MODULES = {
     "policy_responses": "selfrefine.tasks.policy_responses",
     "base_responses": "selfrefine.tasks.policy_responses",
     "evaluate_policy": "selfrefine.tasks.evaluate_policy",
+    # The evaluator measured as an instrument: the evaluate stage's best-of-n on the run's sets.
+    "evaluate_evaluator": "selfrefine.tasks.evaluate",
 }
 CONFIG_CLASSES = {
     "ingest_data": "IngestConfig", "train_judge": "TrainJudgeConfig", "generate": "GenerateConfig",
     "bootstrap_rationales": "BootstrapConfig", "score_filter": "ScoreFilterConfig",
     "policy_round": "PolicyRoundConfig", "evaluate": "EvaluateConfig",
     "policy_responses": "RespondConfig", "base_responses": "RespondConfig", "evaluate_policy": "EvaluatePolicyConfig",
+    "evaluate_evaluator": "EvaluateConfig",
 }
 
 

@@ -113,3 +113,19 @@ def test_plots_are_linked_from_the_last_iterations_prefect_artifacts(runs):
                 assert f"**{role}**: artifact `{art.id}`, sha256 `{art.sha256}`" in markdown
                 if role != "plot_data":
                     assert f"![{role}](data:image/png;base64," in markdown
+
+
+def test_summary_table_shows_the_policy_and_hides_what_the_run_leaves_out(runs):
+    from selfrefine.flows.report import iteration_rows, summary_table
+
+    store = default_store()
+    lines = summary_table(store, uuid.UUID(runs.base)).splitlines()
+    header = lines[0]
+    for label in ("policy pairs", "win vs base", "LC win vs base", "win vs prev", "controllability",
+                  "best-of-n", "longest rule", "evaluator bon"):
+        assert label in header, label
+    # The tiny preset has no keep_best: those columns would be a dash in every row.
+    assert "judge val acc" not in header and "kept prev judge" not in header
+    rows = iteration_rows(store, uuid.UUID(runs.base))
+    assert len(lines) == 1 + len(rows) == 3
+    assert all(f"{r['win vs base']:.3f}" in line for r, line in zip(rows, lines[1:]))

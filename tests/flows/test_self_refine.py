@@ -20,7 +20,8 @@ from tests.flows.conftest import REPO, run_ids, selfrefine, show
 from tests.storage.conftest import pg_skip_reason, pg_url  # noqa: F401 - fixtures
 
 STAGES = ["ingest_data", "train_judge", "generate", "bootstrap_rationales", "score_filter",
-          "policy_round", "evaluate", "base_responses", "policy_responses", "evaluate_policy"]
+          "policy_round", "evaluate", "base_responses", "policy_responses", "evaluate_evaluator",
+          "evaluate_policy"]
 
 
 def _stage_rows(store: Store, run_id: uuid.UUID) -> dict[tuple[int, str], StageRun]:
@@ -65,6 +66,7 @@ def test_two_iterations_on_the_tiny_preset(prefect_api, run_db_url):
     # The data is ingested once; iteration 2 reuses it, and the base policy's answers.
     assert rows[(2, "ingest_data")].status == StageStatus.reused
     assert rows[(2, "base_responses")].status == StageStatus.reused
+    assert rows[(2, "evaluate_evaluator")].status == StageStatus.reused
     # Iteration 2's judge was trained from iteration 1's judge, pairs and rationales.
     with store.session() as s:
         inputs = repo.stage_inputs(s, rows[(2, "train_judge")])

@@ -76,17 +76,21 @@ def test_two_runs_at_once_both_complete_and_their_lineage_does_not_mix(shared):
         for run_id, own in rows.items():
             assert sorted(r.stage for r in own) == sorted(
                 ["ingest_data", "train_judge", "generate", "bootstrap_rationales", "score_filter",
-                 "policy_round", "evaluate"])
+                 "policy_round", "evaluate", "base_responses", "policy_responses", "evaluate_evaluator",
+                 "evaluate_policy"])
             assert all(r.status in (StageStatus.completed, StageStatus.reused) for r in own)
         (a, rows_a), (b, rows_b) = rows.items()
         keys_a, keys_b = ({r.stage: r.stage_key for r in rs} for rs in (rows_a, rows_b))
-        # Same data, different seeds: only the data ingest (which takes no seed) has one key.
-        assert {st for st in keys_a if keys_a[st] == keys_b[st]} == {"ingest_data"}
+        # Same data, different seeds: only the stages whose result does not depend on the run's seed
+        # share a key: the data ingest (no seed), the base policy's greedy answers and the evaluator's
+        # check (one fixed seed in every run).
+        shared_keys = {"ingest_data", "base_responses", "evaluate_evaluator"}
+        assert {st for st in keys_a if keys_a[st] == keys_b[st]} == shared_keys
         for own, other in ((rows_a, rows_b), (rows_b, rows_a)):
             mine, theirs = {r.id for r in own}, {r.id for r in other}
             borrowed = ancestry(s, own) - mine
-            # The only thing a run takes from the other is the identical ingested data.
-            assert all(m in theirs and s.get_one(StageRun, m).stage == "ingest_data" for m in borrowed)
+            # The only things a run takes from the other are those seed-independent results.
+            assert all(m in theirs and s.get_one(StageRun, m).stage in shared_keys for m in borrowed)
             # It trained its own judge and policy.
             models = s.scalars(select(Artifact).where(Artifact.kind == "model",
                                                       Artifact.stage_run_id.in_(mine))).all()

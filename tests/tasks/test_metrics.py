@@ -279,6 +279,25 @@ def test_best_of_n_picks_and_win_rate_match_hand_computation():
     assert m["tied_pick_rate"] == pytest.approx(1 / 3)
 
 
+def test_best_of_n_reports_the_longest_rule_the_margin_over_it_and_the_length_bias():
+    def item(*cands):  # (output, preference)
+        return BestOfNItem([turn("user", f"q{cands}")], [Candidate(o, p) for o, p in cands], "ref")
+
+    items = [item(("short", 2.0), ("a much longer answer", 1.0), ("mid answer", 1.5)),
+             item(("aa", 1.0), ("bb", 2.0)),  # equal lengths: the longest rule takes the first
+             item(("x", 1.0), ("xxxx", 2.0), ("xx", 1.2))]
+    scores = [[0.9, 0.1, 0.5], [0.0, 1.0], [0.1, 0.3, 0.2]]
+    m = best_of_n_metrics(items, scores)
+    # Judge picks 0, 1, 1: wins 1, 1, 1. Longest picks 1, 0, 1: wins 0, 0, 1.
+    assert m["win_rate"] == pytest.approx(1.0) and m["longest_win_rate"] == pytest.approx(1 / 3)
+    # Paired margins 1, 1, 0: mean 2/3, sample SD √(1/3), standard error 1/3.
+    assert m["margin_over_longest"] == pytest.approx(2 / 3) and m["margin_over_longest_se"] == pytest.approx(1 / 3)
+    # Spearman of scores with lengths: item 1 ranks (3,1,2) against (1,3,2) → -1; item 2 has equal
+    # lengths (left out); item 3 ranks (1,3,2) against (1,3,2) → 1. Mean 0.
+    assert m["length_spearman"] == pytest.approx(0.0)
+    assert best_of_n_metrics(items[1:2], scores[1:2])["length_spearman"] is None
+
+
 def test_best_of_n_names_the_item_with_missing_scores():
     items = [bon(1.0, 2.0), bon(1.0, 2.0, 1.5)]
     with pytest.raises(DataError, match=rf"2 scores for the 3 candidates of item {items[1].id}"):
@@ -300,6 +319,11 @@ def test_best_of_n_on_the_shared_alpacaeval_set(shared_data):
     assert worst["win_rate"] < worst["random_win_rate"] < worst["oracle_win_rate"]
     lengths = best_of_n_metrics(items, [[len(c.output) for c in it.candidates] for it in items])
     assert worst["win_rate"] <= lengths["win_rate"] <= oracle["win_rate"]
+    # Scoring by length is the longest rule: no margin over it, a perfect length correlation.
+    assert lengths["win_rate"] == pytest.approx(lengths["longest_win_rate"])
+    assert lengths["margin_over_longest"] == pytest.approx(0.0) and lengths["length_spearman"] == pytest.approx(1.0)
+    # On these 403 prompts the longest rule beats random picking.
+    assert oracle["random_win_rate"] < oracle["longest_win_rate"] < oracle["oracle_win_rate"]
 
 
 # --- deltas -------------------------------------------------------------------------------------
