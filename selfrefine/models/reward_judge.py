@@ -75,6 +75,21 @@ def encode_reward_input(tokenizer: Any, prompt: str, completion: str) -> tuple[l
     return prompt_ids + response_ids + [tokenizer.eos_token_id], len(prompt_ids)
 
 
+def score_from_reward(reward: float, turns_cut: int = 0) -> AbsoluteScore:
+    """A scalar reward as an absolute score (see the module docstring for how it fills the fields)."""
+    yes = reward >= 0
+    logprob = _log_sigmoid(reward if yes else -reward)
+    return AbsoluteScore(answer="Yes" if yes else "No", score=reward, logprob=logprob, p_yes=_sigmoid(reward),
+                         vocab_logprob=logprob, turns_cut=turns_cut)
+
+
+def verdict_from_rewards(r_a: float, r_b: float, turns_cut: int = 0) -> PairVerdict:
+    """The Bradley–Terry verdict p_a = sigmoid(r_a − r_b): the same in both presentation orders."""
+    p_a = _sigmoid(r_a - r_b)
+    return PairVerdict(verdict="A" if p_a >= 0.5 else "B", p_a=p_a, p_a_forward=p_a, p_a_swapped=p_a,
+                       consistent=True, turns_cut=turns_cut)
+
+
 def _log_sigmoid(x: float) -> float:
     return -math.log1p(math.exp(-x)) if x >= 0 else x - math.log1p(math.exp(x))
 
@@ -120,26 +135,15 @@ class RewardHeadJudge:
 
     def score_absolute(self, items: Sequence[AbsoluteItem | Mapping]) -> list[AbsoluteScore]:
         """Scores in input order (see the module docstring for how the reward fills the fields)."""
-        scores = []
-        for reward, cut in self.rewards(items):
-            yes = reward >= 0
-            logprob = _log_sigmoid(reward if yes else -reward)
-            scores.append(AbsoluteScore(answer="Yes" if yes else "No", score=reward, logprob=logprob,
-                                        p_yes=_sigmoid(reward), vocab_logprob=logprob, turns_cut=cut))
-        return scores
+        return [score_from_reward(reward, cut) for reward, cut in self.rewards(items)]
 
     def compare(self, items: Sequence[PairItem | Mapping]) -> list[PairVerdict]:
         """Bradley–Terry verdicts: p_a = sigmoid(r_a − r_b), the same in both presentation orders."""
         items = [_coerce(i, PairItem) for i in items]
         flat = [AbsoluteItem(it.context, r, it.dimension) for it in items for r in (it.response_a, it.response_b)]
         scored = self.rewards(flat)
-        verdicts = []
-        for i in range(len(items)):
-            (r_a, cut_a), (r_b, cut_b) = scored[2 * i], scored[2 * i + 1]
-            p_a = _sigmoid(r_a - r_b)
-            verdicts.append(PairVerdict(verdict="A" if p_a >= 0.5 else "B", p_a=p_a, p_a_forward=p_a,
-                                        p_a_swapped=p_a, consistent=True, turns_cut=max(cut_a, cut_b)))
-        return verdicts
+        return [verdict_from_rewards(r_a, r_b, max(cut_a, cut_b))
+                for (r_a, cut_a), (r_b, cut_b) in zip(scored[0::2], scored[1::2])]
 
     def compare_cot(self, *args: Any, **kwargs: Any):
         raise ConfigError("a reward-head judge gives scores, not chain-of-thought verdicts; use a generative "

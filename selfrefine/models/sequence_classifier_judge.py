@@ -23,8 +23,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from selfrefine.errors import ConfigError, ModelLoadError
-from selfrefine.models.judge import AbsoluteItem, AbsoluteScore, PairItem, PairVerdict, _coerce, _sigmoid
-from selfrefine.models.reward_judge import _log_sigmoid
+from selfrefine.models.judge import AbsoluteItem, AbsoluteScore, PairItem, PairVerdict, _coerce
+from selfrefine.models.reward_judge import score_from_reward, verdict_from_rewards
 
 logger = logging.getLogger(__name__)
 
@@ -128,25 +128,14 @@ class SequenceClassifierJudge:
 
     def score_absolute(self, items: Sequence[AbsoluteItem | Mapping]) -> list[AbsoluteScore]:
         """score = reward r, answer Yes iff r >= 0, p_yes = sigmoid(r); the dimension is ignored."""
-        scores = []
-        for reward in self.rewards(items):
-            yes = reward >= 0
-            logprob = _log_sigmoid(reward if yes else -reward)
-            scores.append(AbsoluteScore(answer="Yes" if yes else "No", score=reward, logprob=logprob,
-                                        p_yes=_sigmoid(reward), vocab_logprob=logprob))
-        return scores
+        return [score_from_reward(reward) for reward in self.rewards(items)]
 
     def compare(self, items: Sequence[PairItem | Mapping]) -> list[PairVerdict]:
         """Bradley–Terry verdicts p_a = sigmoid(r_a − r_b), the same in both orders; dimension ignored."""
         items = [_coerce(i, PairItem) for i in items]
         flat = [AbsoluteItem(it.context, r, it.dimension) for it in items for r in (it.response_a, it.response_b)]
         rewards = self.rewards(flat)
-        verdicts = []
-        for i in range(len(items)):
-            p_a = _sigmoid(rewards[2 * i] - rewards[2 * i + 1])
-            verdicts.append(PairVerdict(verdict="A" if p_a >= 0.5 else "B", p_a=p_a, p_a_forward=p_a,
-                                        p_a_swapped=p_a, consistent=True))
-        return verdicts
+        return [verdict_from_rewards(r_a, r_b) for r_a, r_b in zip(rewards[0::2], rewards[1::2])]
 
     def compare_cot(self, *args: Any, **kwargs: Any):
         raise ConfigError("a sequence-classifier reward model gives scores, not chain-of-thought verdicts; use a "

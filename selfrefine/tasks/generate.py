@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -69,7 +68,7 @@ def candidate_rows(requests: Sequence[tuple[PromptItem, str]], generations) -> l
 
 
 def run(ctx: StageContext) -> StageReturn:
-    from selfrefine.models.generation import make_backend
+    from selfrefine.models.generation import generate_once
     from selfrefine.models.judge_kind import as_policy
     from selfrefine.models.loading import load_tokenizer
 
@@ -91,13 +90,7 @@ def run(ctx: StageContext) -> StageReturn:
         turns_cut += r.turns_cut
     params = SamplingParams(n=cfg.samples_per_direction, temperature=cfg.temperature, top_p=cfg.top_p,
                             max_new_tokens=cfg.max_new_tokens, seed=seed, stop=STOP)
-    backend = make_backend(cfg.backend, policy)
-    start = time.perf_counter()
-    try:
-        generations = backend.generate(texts, params)
-    finally:
-        backend.close()
-    seconds = time.perf_counter() - start
+    generations, seconds = generate_once(cfg.backend, policy, texts, params)
     rows = candidate_rows(requests, generations)
     out = ctx.out_dir / "candidates.jsonl"
     with open(out, "w", encoding="utf-8") as f:

@@ -230,7 +230,7 @@ def judge_picks(scores_per_item: Sequence[Sequence[float]]) -> list[int]:
     """The index of the highest score of each item; equal scores go to the lower index."""
     picks = []
     for i, scores in enumerate(scores_per_item):
-        values = _finite(scores, f"scores_per_item[{i}]")
+        values = finite_array(scores, f"scores_per_item[{i}]")
         if len(values) == 0:
             raise DataError("an item without scores: score every candidate", field=f"scores_per_item[{i}]")
         picks.append(int(np.argmax(values)))  # argmax returns the first maximum
@@ -407,10 +407,11 @@ def _get(obj: Any, name: str, index: int, what: str) -> Any:
 
 def _column(objs: Sequence[Any], name: str, what: str, *, probability: bool = True) -> np.ndarray:
     values = [_get(o, name, i, what) for i, o in enumerate(objs)]
-    return _probabilities(values, f"{what}.{name}") if probability else _finite(values, f"{what}.{name}")
+    return _probabilities(values, f"{what}.{name}") if probability else finite_array(values, f"{what}.{name}")
 
 
-def _finite(values: Sequence[Any], what: str) -> np.ndarray:
+def finite_array(values: Sequence[Any], what: str) -> np.ndarray:
+    """`values` as a float array; a value that is not a finite number raises `DataError` naming `what[i]`."""
     try:
         arr = np.asarray(values, dtype=float)
     except (TypeError, ValueError) as exc:
@@ -424,7 +425,7 @@ def _finite(values: Sequence[Any], what: str) -> np.ndarray:
 
 
 def _probabilities(values: Sequence[Any], what: str) -> np.ndarray:
-    arr = _finite(values, what)
+    arr = finite_array(values, what)
     bad = np.flatnonzero((arr < 0.0) | (arr > 1.0))
     if bad.size:
         raise DataError(f"{what}[{bad[0]}] = {arr[bad[0]]} is not a probability in [0, 1]", field=what)
@@ -432,7 +433,7 @@ def _probabilities(values: Sequence[Any], what: str) -> np.ndarray:
 
 
 def _binary_labels(values: Sequence[Any], what: str) -> np.ndarray:
-    arr = _finite(values, what)
+    arr = finite_array(values, what)
     bad = np.flatnonzero((arr != 0.0) & (arr != 1.0))
     if bad.size:
         raise DataError(f"{what}[{bad[0]}] = {arr[bad[0]]}; labels must be 0 or 1", field=what)

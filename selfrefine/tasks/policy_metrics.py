@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 
 from selfrefine.errors import DataError
-from selfrefine.tasks.metrics import _finite, grouped, standard_error
+from selfrefine.tasks.metrics import finite_array, grouped, standard_error
 
 TIE_RTOL = 1e-9
 LC_C = 1.0
@@ -70,8 +70,8 @@ class PolicyScores:
 def pairwise_wins(policy_rewards: Sequence[float], baseline_rewards: Sequence[float]) -> list[float]:
     """Per prompt 1.0 if the policy's reward is higher, 0.0 if lower, 0.5 on a tie (module docstring)."""
     _same_length(policy_rewards, baseline_rewards, "policy rewards", "baseline rewards")
-    a = _finite(policy_rewards, "policy_rewards")
-    b = _finite(baseline_rewards, "baseline_rewards")
+    a = finite_array(policy_rewards, "policy_rewards")
+    b = finite_array(baseline_rewards, "baseline_rewards")
     tie = np.abs(a - b) <= TIE_RTOL * np.maximum(1.0, np.maximum(np.abs(a), np.abs(b)))
     return np.where(tie, 0.5, (a > b).astype(float)).tolist()
 
@@ -199,7 +199,7 @@ def _scores(value: PolicyScores | Mapping[str, Any], what: str) -> PolicyScores:
 
 
 def _lengths(values: Sequence[float], what: str) -> np.ndarray:
-    arr = _finite(values, what)
+    arr = finite_array(values, what)
     bad = np.flatnonzero(arr < 0)
     if bad.size:
         raise DataError(f"{what}[{bad[0]}] = {arr[bad[0]]}; lengths must be non-negative", field=what)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -76,7 +75,7 @@ def pin(config: RespondConfig) -> RespondConfig:
 
 
 def run(ctx: StageContext) -> StageReturn:
-    from selfrefine.models.generation import make_backend
+    from selfrefine.models.generation import generate_once
     from selfrefine.models.judge_kind import as_policy
     from selfrefine.models.loading import load_tokenizer
 
@@ -102,13 +101,7 @@ def run(ctx: StageContext) -> StageReturn:
             texts.append(fitted.text)
     params = SamplingParams(n=1, temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
                             seed=ctx.seed or 0, stop=STOP)
-    backend = make_backend(cfg.backend, model)
-    start = time.perf_counter()
-    try:
-        generations = backend.generate(texts, params)
-    finally:
-        backend.close()
-    seconds = time.perf_counter() - start
+    generations, seconds = generate_once(cfg.backend, model, texts, params)
     out = ctx.out_dir / "responses.jsonl"
     tokens = 0
     with open(out, "w", encoding="utf-8") as f:

@@ -20,7 +20,7 @@ from selfrefine.models.generation.hf import TransformersBackend
 logger = logging.getLogger(__name__)
 
 __all__ = ["Generation", "GenerationBackend", "GenerationBackendConfig", "SamplingParams",
-           "TransformersBackend", "make_backend", "vllm_available", "truncate_at_stop"]
+           "TransformersBackend", "generate_once", "make_backend", "vllm_available", "truncate_at_stop"]
 
 
 def vllm_available() -> bool:
@@ -47,3 +47,18 @@ def make_backend(config: GenerationBackendConfig | None, model_name: str) -> Gen
 
         return VLLMBackend(model_name, config)
     return TransformersBackend.from_pretrained(model_name, config)
+
+
+def generate_once(config: GenerationBackendConfig | None, model_name: str, prompts: list[str],
+                  params: SamplingParams) -> tuple[list[list[Generation]], float]:
+    """Load the backend, generate `params.n` samples for every prompt, release the backend (its
+    memory, a vLLM engine's GPU) even on failure; the samples and the seconds generation took."""
+    import time
+
+    backend = make_backend(config, model_name)
+    start = time.perf_counter()
+    try:
+        generations = backend.generate(prompts, params)
+    finally:
+        backend.close()
+    return generations, time.perf_counter() - start
