@@ -23,7 +23,7 @@ DEMO_FILES = {"pairs": "pairs.jsonl", "prompts": "prompts.jsonl", "bestofn": "be
 class DataSource(BaseModel):
     """Where a data set comes from and how strictly to read it."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
 
     kind: SourceKind = Field(description=(
         "'local' reads a JSONL / JSONL.gz / Parquet file; 'hh-rlhf', 'oasst', 'webgpt', 'shp', "

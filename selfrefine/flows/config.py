@@ -41,7 +41,7 @@ GPU_STAGES = ("train_judge", "generate", "bootstrap_rationales", "policy_round",
 class DataConfig(BaseModel):
     """The data a run reads. Every source is validated before any stage starts."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     seed_pairs: list[DataSource] = Field(min_length=1, description=(
         "Human-labelled preference pairs the judge is trained on (and bootstraps rationales on)."))
@@ -58,7 +58,7 @@ class DataConfig(BaseModel):
 class RunConfig(BaseModel):
     """Everything a self-refine run needs besides the number of iterations."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str = Field("self-refine", min_length=1, max_length=200, description="A label for the run.")
     seed: int = Field(0, ge=0, description="Seed of every stage (each stage derives its own from it).")

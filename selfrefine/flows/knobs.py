@@ -19,7 +19,7 @@ KEEP = " None keeps the preset's value."
 class RunKnobs(BaseModel):
     """The main settings of a run; each one left empty keeps the preset's value."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     seed: int | None = Field(None, ge=0, description="Seed of every stage (each derives its own)." + KEEP)
     judge_train_steps: int | None = Field(None, ge=1, description=(

@@ -63,7 +63,7 @@ SOURCES = (("evaluate", "metrics", "metrics"), ("score_filter", "report", "filte
 class PlotConfig(BaseModel):
     """How the run's pictures are drawn."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     dpi: int = Field(100, ge=50, le=300, description="Resolution of the PNGs, in dots per inch.")
     judge_digests: dict[str, str] = Field(default_factory=dict, description=(

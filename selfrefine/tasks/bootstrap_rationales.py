@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 class BootstrapConfig(BaseModel):
     """How rationales are sampled and kept."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     max_pairs: int = Field(32, ge=1, description="Labelled pairs to bootstrap on (seeded sample).")
     samples_per_pair: int = Field(2, ge=1, description="Rationales sampled per pair (and per rationalisation).")

@@ -25,7 +25,7 @@ def dimension_definitions_field() -> Any:
 class JudgeSettings(BaseModel):
     """How a stage loads and runs the judge for scoring."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="Weights dtype; 'auto' = bfloat16 where the hardware supports it natively.")

@@ -60,7 +60,7 @@ HEADLINE = ("pairwise.accuracy", "pairwise.calibration.ece", "pairwise.position_
 class ChainOfThoughtSettings(BaseModel):
     """Chain-of-thought judging with self-consistency: k rationales, majority vote."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     samples: int = Field(5, ge=2, description=(
         "Rationales sampled per pair (k), split over both presentation orders; the verdict is the majority."))
@@ -72,7 +72,7 @@ class ChainOfThoughtSettings(BaseModel):
 class EvaluateConfig(BaseModel):
     """What is evaluated and how."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     max_pairs: int | None = Field(None, ge=1, description="Evaluate at most this many held-out pairs (seeded sample).")
     max_bestofn: int | None = Field(None, ge=1, description="Evaluate at most this many best-of-n items.")

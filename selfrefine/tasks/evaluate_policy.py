@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 class EvaluatePolicyConfig(BaseModel):
     """How the policy is evaluated (runs only when the run has `data.policy_prompts`)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     evaluator: str | None = Field(None, description=(
         "The evaluator, never trained by the loop: a model artifact id (or unique prefix), a judge "

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 class GenerateConfig(BaseModel):
     """How candidates are sampled."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     max_prompts: int | None = Field(None, ge=1, description="Use at most this many prompts (seeded sample).")
     samples_per_direction: int = Field(2, ge=1, description="Samples per prompt for each of 'more' and 'less'.")

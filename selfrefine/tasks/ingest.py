@@ -29,7 +29,7 @@ _LOADERS = {"pairs": load_pairs, "prompts": load_prompts, "bestofn": load_bestof
 class SourceSpec(BaseModel):
     """One data source to validate and store."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     data_kind: DataKind = Field(description="What the source holds: preference pairs, prompts or best-of-n sets.")
     source: DataSource = Field(description="Where the data comes from.")
@@ -41,7 +41,7 @@ class SourceSpec(BaseModel):
 class IngestConfig(BaseModel):
     """The data sources of a run, by role (e.g. seed_pairs_0, prompts_0, heldout_pairs_0)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     sources: dict[str, SourceSpec] = Field(min_length=1, description="Sources by output role.")
     dimension_definitions: dict[str, str] = dimension_definitions_field()

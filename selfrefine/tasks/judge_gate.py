@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 class KeepBestConfig(BaseModel):
     """How a new judge is compared with the previous one."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     validation_fraction: float = Field(0.1, gt=0.0, lt=1.0, description=(
         "Share of the seed pairs held back from every iteration's training (the same ones each time: "

@@ -44,12 +44,12 @@ class ResponseSettings(BaseModel):
     """How a policy answers the held-out policy prompts: fixed so that every policy is compared on
     the same prompts under the same decoding."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     max_prompts: int | None = Field(None, ge=1, description=(
         "Answer at most this many policy prompts (a seeded sample, the same for every policy)."))
     max_new_tokens: int = Field(96, ge=1, le=32768, description="Longest response, in tokens.")
-    temperature: float = Field(0.0, ge=0, le=10, allow_inf_nan=False, description=(
+    temperature: float = Field(0.0, ge=0, le=10, description=(
         "0 = greedy decoding (the default: one deterministic answer per prompt); above 0, seeded sampling."))
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass (with temperature > 0).")
     max_prompt_tokens: int = Field(512, ge=16, description="Longer prompts lose their oldest turns.")

@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 class PolicyRoundConfig(BaseModel):
     """How the policy is improved."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     method: Literal["dpo", "rejection_sampling"] = Field("dpo", description=(
         "'dpo': DPO on the filtered pairs; 'rejection_sampling': SFT on the best-scored candidate "

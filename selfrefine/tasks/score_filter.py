@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 class ScoreFilterConfig(BaseModel):
     """How candidates are scored and filtered."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     min_margin: float = Field(0.0, ge=0, description="A pair needs score(chosen) − score(rejected) above this.")
     require_consistent: bool = Field(True, description=(

@@ -48,7 +48,7 @@ ExampleKind = Literal["hindsight", "absolute", "pairwise"]
 class TrainJudgeConfig(BaseModel):
     """How the judge is trained."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     judge_kind: JudgeKind = Field("generative", description=(
         "'generative': the decoder judge answers Yes/No and A/B prompts (trained by `recipe`); "

@@ -66,7 +66,7 @@ class GenerationBackend(Protocol):
 class GenerationBackendConfig(BaseModel):
     """Which backend generates, and its engine settings."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     backend: Literal["auto", "transformers", "vllm"] = Field(
         "auto", description="'auto' uses vLLM when it is installed and a CUDA GPU is present, "

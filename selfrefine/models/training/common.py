@@ -31,7 +31,7 @@ TRAINING_LOG = "training_log.json"
 class TrainResult(BaseModel):
     """What a recipe returns: where the model is and how training went."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, allow_inf_nan=False)
 
     output_dir: str = Field(description="Directory of the saved `save_pretrained` model and tokenizer.")
     loss_history: list[tuple[int, float]] = Field(description="(optimizer step, training loss) at every logging step.")

@@ -27,7 +27,7 @@ DPOLossType = Literal[
 class _Strict(BaseModel):
     # Frozen so a config snapshot stored with a stage run cannot drift; extra="forbid" so a typo
     # in a YAML preset fails instead of being silently ignored.
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
 
 
 class LoraSettings(_Strict):
