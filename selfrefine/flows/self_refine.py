@@ -109,8 +109,8 @@ def check_models(cfg: RunConfig) -> None:
 
 def evaluator_artifact(cfg: RunConfig) -> uuid.UUID | None:
     """The model artifact evaluate_policy.evaluator names, if it names one (else a path, alias or hub id)."""
-    if not cfg.evaluate_policy.evaluator:
-        return None
+    if not cfg.evaluate_policy.evaluator or repo.names_model_elsewhere(cfg.evaluate_policy.evaluator):
+        return None  # decided without opening the store: preflight must not create one
     with default_store().session() as s:
         art = repo.named_model_artifact(s, cfg.evaluate_policy.evaluator)
         return art.id if art is not None else None

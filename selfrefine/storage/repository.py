@@ -251,14 +251,20 @@ def ago(ts: datetime | None) -> str:
     return ts.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def named_model_artifact(session: Session, text: str) -> Artifact | None:
-    """The model artifact `text` names (a full id, unique prefix or `sha256:` digest prefix), or None
-    when `text` names an existing path, a model alias or a hub id (`owner/name`)."""
+def names_model_elsewhere(text: str) -> bool:
+    """Whether `text` names a model outside the store: an existing path, a model alias, or a hub id
+    (`owner/name`). Such names are never looked up as artifact ids."""
     from pathlib import Path
 
+    return Path(text).expanduser().exists() or text in ("packaged", "tiny") or "/" in text
+
+
+def named_model_artifact(session: Session, text: str) -> Artifact | None:
+    """The model artifact `text` names (a full id, unique prefix or `sha256:` digest prefix), or None
+    when `text` names a model outside the store (`names_model_elsewhere`) or nothing in it."""
     from selfrefine.errors import ConfigError
 
-    if Path(text).expanduser().exists() or text in ("packaged", "tiny") or "/" in text:
+    if names_model_elsewhere(text):
         return None
     try:
         obj = resolve(session, text)

@@ -135,9 +135,10 @@ def test_policy_eval_arguments_come_together(capsys, models, prompts_file):
     assert row_counts(store) == before
 
 
-def test_policy_prompts_must_be_held_out_and_need_an_evaluator(tmp_path):
+def test_policy_prompts_must_be_held_out_and_need_an_evaluator(selfrefine_home):
     from selfrefine.flows.config import load_preset, parse_config
     from selfrefine.flows.self_refine import preflight
+    from selfrefine.settings import db_url
 
     raw = load_preset("tiny").model_dump(mode="json")
     raw["data"]["policy_prompts"] = [{"kind": "demo", "skip": 2, "limit": 4}]  # prompts 3-4 are generated for
@@ -145,6 +146,8 @@ def test_policy_prompts_must_be_held_out_and_need_an_evaluator(tmp_path):
         preflight(parse_config(raw))
     raw["data"]["policy_prompts"] = [{"kind": "demo", "skip": 4, "limit": 4}]
     preflight(parse_config(raw))
+    # An evaluator named by alias or path is checked without opening the store: preflight creates none.
+    assert not any(selfrefine_home.glob("*.db")), db_url()
     raw["evaluate_policy"]["evaluator"] = None
     with pytest.raises(ConfigError, match="evaluate_policy.evaluator"):
         parse_config(raw)
