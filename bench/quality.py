@@ -342,6 +342,9 @@ def iteration_table(run_id: str) -> list[dict]:
                      "consistency": r["pos. consist."], "bon": r["best-of-n"],
                      "accuracy_se": evaluated.get("pairwise_accuracy_se"),
                      "bon_se": evaluated.get("bestofn_win_rate_se"),
+                     "longest": evaluated.get("bestofn_longest_win_rate"),
+                     "margin": evaluated.get("bestofn_margin_over_longest"),
+                     "margin_se": evaluated.get("bestofn_margin_over_longest_se"),
                      **{key: policy.get(name) for key, name in POLICY_METRICS.items()},
                      "rationale_keep": r["rationale keep"], "filter_keep": r["filter keep"],
                      "seconds": r["seconds"]})
@@ -406,14 +409,15 @@ def gate_outcome(values: dict[str, float]) -> str:
 
 def main_table(rows: list[dict], rationale_pairs: list[float | None], judges: list[str]) -> list[str]:
     lines = ["| iteration | held-out accuracy | ECE | position consistency | best-of-11 win rate "
-             "| policy win rate vs base | LC win rate vs base | win rate vs previous | controllability "
+             "| longest rule | judge − longest (paired) | policy win rate vs base | LC win rate vs base | win rate vs previous | controllability "
              "| mean length (chars) | rationale keep rate | filter keep rate | judge (validation accuracy) | wall time |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r, n, judge in zip(rows, rationale_pairs, judges):
         keep = fmt(r["rationale_keep"]) if n else "— (no rationales)"
         length = "—" if r["mean_length"] is None else f"{r['mean_length']:.0f}"
         lines.append(f"| {r['iteration']} | {fmt_se(r['accuracy'], r['accuracy_se'])} | {fmt(r['ece'])} "
                      f"| {fmt(r['consistency'], 2)} | {fmt_se(r['bon'], r['bon_se'])} "
+                     f"| {fmt(r['longest'])} | {fmt_se(r['margin'], r['margin_se'])} "
                      f"| {fmt_se(r['win'], r['win_se'])} | {fmt_se(r['lc_win'], r['lc_win_se'])} "
                      f"| {fmt_se(r['win_prev'], r['win_prev_se'])} "
                      f"| {fmt_se(r['controllability'], r['controllability_se'])} | {length} "
