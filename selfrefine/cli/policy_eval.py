@@ -29,24 +29,22 @@ def _settings(overrides: list[str]):
 
 def _answers(store, stage: str, settings, name: str, prompts: dict, seed: int):
     """Run (or reuse) one policy's answers: a model artifact as the `policy` input, anything else by name."""
-    from selfrefine.cli.run import _judge_artifact
     from selfrefine.models.loading import check_model
-    from selfrefine.tasks.policy_responses import RespondConfig
+    from selfrefine.storage import repository as repo
     from selfrefine.tasks.registry import execute
 
-    artifact = _judge_artifact(store, name)
+    artifact = repo.model_artifact_id(name, store)
     if artifact is None:
         check_model(name)
-    config = RespondConfig(**settings.responses.model_dump(), model=None if artifact else name,
-                           dimension_definitions=settings.dimension_definitions)
+    config = settings.respond_config(model=None if artifact else name)
     inputs = {**prompts, **({"policy": artifact} if artifact else {})}
     return execute(stage, config, inputs, iteration_id=None, seed=seed, store=store).outputs["responses"]
 
 
 def evaluate_policy_command(args) -> int:
-    from selfrefine.cli.run import _judge_artifact
     from selfrefine.data import DataSource
     from selfrefine.models.loading import check_model
+    from selfrefine.storage import repository as repo
     from selfrefine.storage.artifacts import ArtifactStore
     from selfrefine.storage.engine import default_store
     from selfrefine.storage.schema import Artifact
@@ -59,7 +57,7 @@ def evaluate_policy_command(args) -> int:
                         on_invalid="skip" if args.skip_invalid else None)
     ingest_config, counts = ingest.prepare({"policy_prompts_0": ("prompts", source)})  # validates before any write
     store = default_store()
-    evaluator = _judge_artifact(store, args.evaluator)
+    evaluator = repo.model_artifact_id(args.evaluator, store)
     if evaluator is None:
         check_model(args.evaluator)  # a missing evaluator fails before anything is generated
     prompts = execute("ingest_data", ingest_config, {}, iteration_id=None, seed=None, store=store).outputs

@@ -170,6 +170,7 @@ def _eval(args) -> int:
         raise ConfigError("eval needs --judge and --data (a judge on labelled data), or --policy, --baseline, "
                           "--evaluator and --prompts (a policy against a baseline)")
     from selfrefine.data import DataSource
+    from selfrefine.storage import repository as repo
     from selfrefine.storage.engine import default_store
     from selfrefine.storage.schema import Artifact
     from selfrefine.tasks import ingest
@@ -183,7 +184,7 @@ def _eval(args) -> int:
     role = "bestofn_0" if kind == "bestofn" else "heldout_0"
     ingest_config, counts = ingest.prepare({role: (kind, source)})  # validates before any write
     store = default_store()
-    judge_artifact = _judge_artifact(store, args.judge)
+    judge_artifact = repo.model_artifact_id(args.judge, store)
     if judge_artifact is None:
         from selfrefine.models.loading import check_model
 
@@ -214,12 +215,3 @@ def _eval(args) -> int:
         print(f"  source {source_name}: pairwise accuracy {m['pairwise']['accuracy']:.4g}")
     print(f"metrics artifact {metrics_id} (selfrefine lineage {metrics_id})")
     return 0
-
-
-def _judge_artifact(store, text: str):
-    """The id of the model artifact `text` names, or None when it is a path, alias or hub id."""
-    from selfrefine.storage import repository as repo
-
-    with store.session() as s:
-        art = repo.named_model_artifact(s, text)
-        return art.id if art is not None else None

@@ -116,23 +116,6 @@ class RunConfig(BaseModel):
     def evaluates_policy(self) -> bool:
         return bool(self.data.policy_prompts)
 
-    def respond_config(self, model: str | None = None):
-        """The config of the response stages: evaluate_policy's response settings, and `model` for the
-        base policy (the stage then answers without a `policy` input)."""
-        from selfrefine.tasks.policy_responses import RespondConfig
-
-        return RespondConfig(**self.evaluate_policy.responses.model_dump(), model=model,
-                             dimension_definitions=self.evaluate_policy.dimension_definitions)
-
-    def evaluator_check_config(self):
-        """The evaluate stage's config that measures the evaluator's best-of-n on the run's best-of-n sets,
-        read as evaluate_policy reads it (the highest reward or Yes log-odds)."""
-        from selfrefine.tasks.evaluate import EvaluateConfig
-
-        ep = self.evaluate_policy
-        return EvaluateConfig(max_bestofn=ep.check_max_items, bestofn_scoring="yes_log_odds", judge=ep.judge,
-                              judge_model=ep.evaluator, dimension_definitions=ep.dimension_definitions)
-
     def base_policy(self) -> str:
         return self.evaluate_policy.base_policy or self.train_judge.base_model
 

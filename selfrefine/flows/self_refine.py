@@ -109,11 +109,7 @@ def check_models(cfg: RunConfig) -> None:
 
 def evaluator_artifact(cfg: RunConfig) -> uuid.UUID | None:
     """The model artifact evaluate_policy.evaluator names, if it names one (else a path, alias or hub id)."""
-    if not cfg.evaluate_policy.evaluator or repo.names_model_elsewhere(cfg.evaluate_policy.evaluator):
-        return None  # decided without opening the store: preflight must not create one
-    with default_store().session() as s:
-        art = repo.named_model_artifact(s, cfg.evaluate_policy.evaluator)
-        return art.id if art is not None else None
+    return repo.model_artifact_id(cfg.evaluate_policy.evaluator) if cfg.evaluate_policy.evaluator else None
 
 
 def config_digest(cfg: RunConfig) -> str:
@@ -213,16 +209,14 @@ def _evaluate_policy(cfg: RunConfig, data: dict[str, uuid.UUID], policy: uuid.UU
     returns the policy's answers (the next iteration's `previous_responses`)."""
     prompts = {r: a for r, a in data.items() if r.startswith("policy_prompts")}
     seed = response_seed(cfg)
-    base = _run("base_responses", cfg, cfg.respond_config(model=cfg.base_policy()), prompts, it, index, retries,
-                seed=seed).outputs["responses"]
-    responses = _run("policy_responses", cfg, cfg.respond_config(), {**prompts, "policy": policy}, it, index,
-                     retries, seed=seed).outputs["responses"]
+    base = _run("base_responses", cfg, cfg.evaluate_policy.respond_config(model=cfg.base_policy()), prompts, it,
+                index, retries, seed=seed).outputs["responses"]
+    responses = _run("policy_responses", cfg, cfg.evaluate_policy.respond_config(), {**prompts, "policy": policy},
+                     it, index, retries, seed=seed).outputs["responses"]
     bestofn = {r: a for r, a in data.items() if r.startswith("bestofn")}
     evaluator = evaluator_artifact(cfg)
     if cfg.evaluate_policy.check_evaluator and bestofn:
-        check = cfg.evaluator_check_config()
-        if evaluator is not None:
-            check = check.model_copy(update={"judge_model": None})
+        check = cfg.evaluate_policy.evaluator_check_config(by_artifact=evaluator is not None)
         _run("evaluate_evaluator", cfg, check, {**bestofn, "judge": evaluator}, it, index, retries, seed=0)
     _run("evaluate_policy", cfg, cfg.evaluate_policy, {
         "responses": responses, "base_responses": base,

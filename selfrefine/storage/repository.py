@@ -273,3 +273,18 @@ def named_model_artifact(session: Session, text: str) -> Artifact | None:
     if not isinstance(obj, Artifact) or obj.kind != "model":
         raise ConfigError(f"{text!r} is a {describe(obj)}, not a model artifact")
     return obj
+
+
+def model_artifact_id(text: str, store: Any = None) -> uuid.UUID | None:
+    """The id of the model artifact `text` names, or None. A name outside the store (path, alias, hub
+    id) is recognised before any store is opened (`store`, a `Store`, defaults to the default store),
+    so checking a config creates none."""
+    if names_model_elsewhere(text):
+        return None
+    if store is None:
+        from selfrefine.storage.engine import default_store
+
+        store = default_store()
+    with store.session() as s:
+        art = named_model_artifact(s, text)
+        return art.id if art is not None else None

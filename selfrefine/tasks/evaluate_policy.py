@@ -28,7 +28,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from selfrefine.errors import ConfigError, DataError
 from selfrefine.tasks.common import JudgeSettings, dimension_definitions_field, model_fingerprint, require
 from selfrefine.tasks.metrics import flatten_metrics
-from selfrefine.tasks.policy_responses import ResponseSettings
+from selfrefine.tasks.evaluate import EvaluateConfig
+from selfrefine.tasks.policy_responses import RespondConfig, ResponseSettings
 from selfrefine.tasks.runner import Output, StageContext, StageReturn
 
 STAGE = "evaluate_policy"
@@ -65,6 +66,21 @@ class EvaluatePolicyConfig(BaseModel):
     dimension_definitions: dict[str, str] = dimension_definitions_field()
 
 
+    def respond_config(self, model: str | None = None) -> RespondConfig:
+        """The config of the response stages: these response settings, and `model` for a policy named
+        rather than given as an input artifact (the base policy)."""
+        return RespondConfig(**self.responses.model_dump(), model=model,
+                             dimension_definitions=self.dimension_definitions)
+
+    def evaluator_check_config(self, by_artifact: bool) -> EvaluateConfig:
+        """The evaluate stage's config that measures the evaluator's best-of-n on best-of-n sets, read as
+        this stage reads it (the highest reward or Yes log-odds). `by_artifact`: the evaluator is given
+        as the stage's `judge` input rather than by name."""
+        return EvaluateConfig(max_bestofn=self.check_max_items, bestofn_scoring="yes_log_odds", judge=self.judge,
+                              judge_model=None if by_artifact else self.evaluator,
+                              dimension_definitions=self.dimension_definitions)
+
+
 def pin(config: EvaluatePolicyConfig) -> EvaluatePolicyConfig:
     if config.evaluator is None:
         return config
@@ -96,10 +112,9 @@ def score_responses(evaluator, rows: list[dict]) -> list[float]:
     from selfrefine.models.judge_modes import yes_log_odds
 
     keys = [json.dumps([r["context"], r["text"], r["dimension"]], sort_keys=True) for r in rows]
-    unique = dict.fromkeys(keys)
-    order = list(unique)
-    by_key = dict(zip(order, (yes_log_odds(s) for s in evaluator.score_absolute(
-        [AbsoluteItem(*json.loads(k)) for k in order]))))
+    first = dict(zip(reversed(keys), reversed(rows)))  # each key's first row
+    scores = evaluator.score_absolute([AbsoluteItem(r["context"], r["text"], r["dimension"]) for r in first.values()])
+    by_key = dict(zip(first, map(yes_log_odds, scores)))
     return [by_key[k] for k in keys]
 
 
