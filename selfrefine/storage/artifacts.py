@@ -9,7 +9,9 @@ Writes are atomic: a stage writes into a staging directory, the store digests it
 renames (locally) or uploads (remote) it to its object key. Only after that does the caller
 register the artifact in the SQL store, in one transaction. A crash therefore leaves at most an
 unregistered staging or object path (found by `doctor`), never a registered artifact without
-its bytes. Keys are validated, so no path from config or data can leave the root.
+its bytes. Keys are validated, so no path from config or data can leave the root. A remote
+object also gets a manifest written last and is read back before being reused; downloads are
+cached locally and checked against their digest (see `remote_artifacts`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import Iterator
 
 import fsspec
+from fsspec.implementations.dirfs import DirFileSystem
 
 from selfrefine import settings
 from selfrefine.errors import ArtifactIntegrityError, PathEscapeError, StoreError
@@ -55,8 +58,17 @@ def _file_digest(path: Path) -> tuple[str, int]:
     return h.hexdigest(), size
 
 
-def digest_path(path: Path) -> tuple[str, int]:
-    """sha256 and size of a file, or of a directory tree (relative paths + file digests, sorted).
+@dataclass(frozen=True)
+class Entry:
+    """One member of a stored object: a file (with its digest and size) or a directory."""
+
+    path: str  # relative POSIX path inside a directory object; "" for a file object
+    sha256: str | None = None  # None for a directory
+    size: int = 0
+
+
+def path_entries(path: Path) -> tuple[bool, list[Entry]]:
+    """(is_dir, entries) of a file or directory tree, in the order its digest covers them.
 
     Symlinks are refused: an artifact is its bytes, not a pointer to bytes elsewhere.
     """
@@ -64,21 +76,36 @@ def digest_path(path: Path) -> tuple[str, int]:
     if path.is_symlink():
         raise StoreError(f"{path}: artifacts cannot be symlinks")
     if path.is_file():
-        return _file_digest(path)
+        return False, [Entry("", *_file_digest(path))]
     if not path.is_dir():
         raise StoreError(f"{path}: no such file or directory to store")
-    tree, total = hashlib.sha256(b"selfrefine-dir-v1\n"), 0
+    entries = []
     for item in sorted(p for p in path.rglob("*")):
         rel = item.relative_to(path).as_posix()
         if item.is_symlink():
             raise StoreError(f"{item}: artifacts cannot contain symlinks")
-        if item.is_dir():
-            tree.update(f"d {rel}\n".encode())
-            continue
-        digest, size = _file_digest(item)
-        total += size
-        tree.update(f"f {rel} {digest}\n".encode())
+        entries.append(Entry(rel) if item.is_dir() else Entry(rel, *_file_digest(item)))
+    return True, entries
+
+
+def digest_entries(is_dir: bool, entries: list[Entry]) -> tuple[str, int]:
+    """sha256 and size of an object from its entries (a directory: relative paths + file digests)."""
+    if not is_dir:
+        (entry,) = entries
+        return entry.sha256, entry.size
+    tree, total = hashlib.sha256(b"selfrefine-dir-v1\n"), 0
+    for e in entries:
+        if e.sha256 is None:
+            tree.update(f"d {e.path}\n".encode())
+        else:
+            total += e.size
+            tree.update(f"f {e.path} {e.sha256}\n".encode())
     return tree.hexdigest(), total
+
+
+def digest_path(path: Path) -> tuple[str, int]:
+    """sha256 and size of a file, or of a directory tree (relative paths + file digests, sorted)."""
+    return digest_entries(*path_entries(path))
 
 
 def key_for(sha256: str) -> str:
@@ -96,6 +123,14 @@ class ArtifactStore:
             self._root = str(Path(self._root).resolve())
             Path(self._root, "objects").mkdir(parents=True, exist_ok=True)
             Path(self._root, "staging").mkdir(parents=True, exist_ok=True)
+        else:
+            # Imported here because the remote module builds on this one's digests.
+            from selfrefine.storage.remote_artifacts import RemoteObjects
+
+            if isinstance(self.fs, DirFileSystem):
+                # A "dir::" URL's path is the wrapper's own root: paths inside it are relative to it.
+                self._root = ""
+            self._remote = RemoteObjects(self.fs, self._root, settings.home() / "artifact-cache")
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -118,8 +153,9 @@ class ArtifactStore:
     def put(self, path: Path) -> StoredObject:
         """Digest `path` and move (local) or upload (remote) it to its content address."""
         path = Path(path)
-        sha, size = digest_path(path)
-        key, is_dir = key_for(sha), path.is_dir()
+        is_dir, entries = path_entries(path)
+        sha, size = digest_entries(is_dir, entries)
+        key = key_for(sha)
         if self.is_local:
             dest = self.local_path(key)
             if dest.exists() and digest_path(dest)[0] != sha:
@@ -139,18 +175,13 @@ class ArtifactStore:
                     # Another process stored the identical object first: drop our copy.
                     _remove(path)
         else:
-            remote = self._join(key)
-            if not self.fs.exists(remote):
-                # Upload under a temporary name, then move: readers never see a partial object.
-                tmp = self._join(f"staging/upload-{uuid.uuid4().hex}")
-                self.fs.put(str(path), tmp, recursive=is_dir)
-                self.fs.mv(tmp, remote, recursive=is_dir)
+            self._remote.put(path, key, is_dir, entries)
         return StoredObject(key=key, sha256=sha, size_bytes=size, is_dir=is_dir)
 
     # -- reading ---------------------------------------------------------------------------
 
     def _join(self, key: str) -> str:
-        return f"{self._root.rstrip('/')}/{key}"
+        return f"{self._root.rstrip('/')}/{key}" if self._root else key
 
     def check_key(self, key: str) -> str:
         if not _KEY.match(key or ""):
@@ -165,13 +196,7 @@ class ArtifactStore:
             if not path.is_relative_to(self._root):
                 raise PathEscapeError(f"artifact key {key!r} leaves the store root {self._root}")
             return path
-        cache = settings.home() / "artifact-cache" / key
-        if not cache.exists():
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_name(cache.name + f".part-{uuid.uuid4().hex}")
-            self.fs.get(self._join(key), str(tmp), recursive=True)
-            os.rename(tmp, cache)
-        return cache
+        return self._remote.local_path(key)
 
     def exists(self, key: str) -> bool:
         self.check_key(key)
@@ -179,10 +204,18 @@ class ArtifactStore:
 
     def verify(self, key: str, sha256: str) -> None:
         """Raise `ArtifactIntegrityError` unless the object exists and still has digest `sha256`."""
-        path = self.local_path(key)
-        if not path.exists():
-            raise ArtifactIntegrityError(f"artifact {sha256[:12]} is registered but its file {path} is missing")
-        actual, _ = digest_path(path)
+        if self.is_local:
+            path = self.local_path(key)
+            if not path.exists():
+                raise ArtifactIntegrityError(f"artifact {sha256[:12]} is registered but its file {path} is missing")
+            actual, _ = digest_path(path)
+        else:
+            remote = self._join(self.check_key(key))
+            if not self.fs.exists(remote):
+                raise ArtifactIntegrityError(
+                    f"artifact {sha256[:12]} is registered but its remote object {remote} is missing")
+            # The cached copy is checked against the key's digest (and fetched again if it differs).
+            path, actual = self._remote.local_path(key), key.rsplit("/", 1)[1]
         if actual != sha256:
             raise ArtifactIntegrityError(
                 f"artifact {sha256[:12]} at {path} was altered (digest now {actual[:12]})")
