@@ -37,7 +37,7 @@ def load_items(path: Path, tokenizer, n: int, target_tokens: int):
     """Absolute items (chosen and rejected responses alternately) whose prompts are closest to
     `target_tokens` tokens long."""
     from selfrefine.data.hh import hh_pair
-    from selfrefine.models.judge import AbsoluteItem
+    from selfrefine.models.judge_types import AbsoluteItem
     from selfrefine.models.prompts import absolute_prompt
 
     candidates = []

@@ -151,7 +151,7 @@ def pairwise_accuracy(judge, pairs) -> dict[str, float]:
     P(chosen better) over the two presentation orders, so position bias cancels. Also reported: the
     accuracy of each order on its own, the rate of " A" answers and how often both orders agree.
     """
-    from selfrefine.models.judge import PairItem
+    from selfrefine.models.judge_types import PairItem
 
     verdicts = judge.compare([PairItem(context, chosen, rejected, DIMENSION) for context, chosen, rejected in pairs])
     n = len(verdicts)
@@ -170,8 +170,8 @@ def absolute_accuracy(judge, pairs) -> dict[str, float]:
     `accuracy` compares P(Yes); `score_accuracy` compares the paper score, as the evaluate stage's
     `absolute.accuracy` does (within the No band a more confident No scores higher, so the two differ).
     """
-    from selfrefine.models.judge import AbsoluteItem
     from selfrefine.models.judge_modes import verdicts_from_scores
+    from selfrefine.models.judge_types import AbsoluteItem
     from selfrefine.tasks.metrics import absolute_metrics, pairwise_metrics
 
     items = [AbsoluteItem(context, response, DIMENSION) for context, chosen, rejected in pairs

@@ -76,7 +76,7 @@ def context_chars(pair) -> int:
 
 
 def train_generative(train, out: Path, args):
-    from selfrefine.models.judge_kind import write_judge_info
+    from selfrefine.models.judge_info import write_judge_info
     from selfrefine.models.loading import load_tokenizer
     from selfrefine.models.training.sft import train_sft
 
@@ -122,9 +122,9 @@ def train_reward(kind: str, train, out: Path, args):
 
 
 def evaluate(path: Path, held_out, max_tokens: int, by_absolute: bool = False) -> dict:
-    from selfrefine.models.judge import PairItem
     from selfrefine.models.judge_kind import load_judge
     from selfrefine.models.judge_modes import verdicts_from_absolute
+    from selfrefine.models.judge_types import PairItem
     from selfrefine.tasks.metrics import pairwise_metrics
 
     judge = load_judge(str(path), max_length=max_tokens)  # bf16 where the CPU runs it natively

@@ -310,7 +310,7 @@ def check_evaluator(home: Path, judge_id: uuid.UUID, rows: list[dict], judge_set
 def build_config(preset: str, data: dict, seed: int, overrides: list[str], evaluate_policy: dict | None = None):
     """The run config: the preset with this data and seed, `evaluate_policy` (when given) in place of
     the preset's section, then the --set overrides."""
-    from selfrefine.cli.run import apply_overrides
+    from selfrefine.cli.overrides import apply_overrides
     from selfrefine.flows.config import load_preset, parse_config
 
     raw = load_preset(preset).model_dump(mode="json")

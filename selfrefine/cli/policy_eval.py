@@ -16,7 +16,7 @@ from selfrefine.errors import ConfigError
 def _settings(overrides: list[str]):
     from pydantic import ValidationError
 
-    from selfrefine.cli.run import apply_overrides
+    from selfrefine.cli.overrides import apply_overrides
     from selfrefine.tasks.evaluate_policy import EvaluatePolicyConfig
 
     raw = apply_overrides(EvaluatePolicyConfig().model_dump(mode="json"), overrides)

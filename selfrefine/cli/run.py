@@ -6,8 +6,7 @@ import argparse
 import json
 import uuid
 
-import yaml
-
+from selfrefine.cli.overrides import apply_overrides
 from selfrefine.errors import ConfigError, DataError
 
 
@@ -58,22 +57,6 @@ def _config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--retries", type=int, default=0, help="Prefect retries per stage")
 
 
-def apply_overrides(raw: dict, overrides: list[str]) -> dict:
-    """Set dotted fields from FIELD=VALUE strings; VALUE is YAML (numbers, booleans, lists...)."""
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected FIELD=VALUE, e.g. generate.temperature=0.7")
-        path, value = item.split("=", 1)
-        node = raw
-        parts = path.strip().split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"--set {item!r}: {part!r} is not a section of the config")
-        node[parts[-1]] = yaml.safe_load(value)
-    return raw
-
-
 def build_config(preset: str | None, config_file: str | None, overrides: list[str]):
     from selfrefine.flows.config import load_config_file, load_preset, parse_config
 
@@ -83,7 +66,7 @@ def build_config(preset: str | None, config_file: str | None, overrides: list[st
     return parse_config(apply_overrides(cfg.model_dump(mode="json"), overrides), where="--set")
 
 
-def _print_summary(run_id: str) -> None:
+def print_summary(run_id: str) -> None:
     from selfrefine.flows.report import summary_table
     from selfrefine.storage.engine import default_store
 
@@ -119,7 +102,7 @@ def _run(args) -> int:
 
     default_store()  # an unreachable or unmigrated store: the same, before any flow run
     run_id = self_refine(config=cfg, n_iterations=args.iterations, stage_retries=args.retries)
-    _print_summary(run_id)
+    print_summary(run_id)
     return 0
 
 
@@ -144,7 +127,7 @@ def _resume(args) -> int:
     prepare_resume(args.run, config, args.allow_config_change)  # refusals before any flow run
     run_id = resume(run_id=args.run, config=config, allow_config_change=args.allow_config_change,
                     stage_retries=args.retries)
-    _print_summary(run_id)
+    print_summary(run_id)
     return 0
 
 

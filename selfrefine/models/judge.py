@@ -21,6 +21,9 @@ whether both orders picked the same response (position-bias check).
 
 Inputs are sorted by token length and left-padded in batches under `torch.inference_mode()`; over-long
 contexts lose their oldest turns first (`prompts.fit_to_budget`), never the response.
+
+The items and answers (`AbsoluteItem`, `PairItem`, `AbsoluteScore`, `PairVerdict`, `CotVerdict`)
+are the shared judge types of `judge_types`.
 """
 
 from __future__ import annotations
@@ -29,105 +32,22 @@ import logging
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from selfrefine.errors import DataError
 from selfrefine.models import prompts as P
 from selfrefine.models.dimensions import Dimension, get_dimension
 from selfrefine.models.generation.base import GenerationBackend, SamplingParams
+from selfrefine.models.judge_types import (
+    AbsoluteItem, AbsoluteScore, CotSample, CotVerdict, PairItem, PairVerdict, coerce_item,
+)
 
 logger = logging.getLogger(__name__)
 
-Turns = list[dict[str, str]]
-
-
-# --- plain data in ------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class AbsoluteItem:
-    """A response to score on its own: `context` turns, the `response`, the dimension name."""
-
-    context: Turns
-    response: str
-    dimension: str = "helpful"
-
-
-@dataclass(frozen=True)
-class PairItem:
-    """Two responses to the same context to compare on a dimension."""
-
-    context: Turns
-    response_a: str
-    response_b: str
-    dimension: str = "helpful"
-
-
-# --- plain data out -----------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class AbsoluteScore:
-    answer: Literal["Yes", "No"]
-    score: float          # +1 + logprob (Yes) or -1 + logprob (No)
-    logprob: float        # log-prob of the answer in the judge's `logprob_space`
-    p_yes: float          # softmax over the Yes/No logits (calibration output)
-    vocab_logprob: float  # full-vocabulary log-prob of the answer (min over its tokens)
-    turns_cut: int = 0    # oldest context turns dropped to fit max_length
-
-
-@dataclass(frozen=True)
-class PairVerdict:
-    verdict: Literal["A", "B"]  # the better response in the item's own order (from p_a)
-    p_a: float                  # P(response_a is better), mean of both orders
-    p_a_forward: float          # P(" A") with response_a shown as OPTION A
-    p_a_swapped: float          # P(" B") with response_a shown as OPTION B
-    consistent: bool            # both orders pick the same response
-    turns_cut: int = 0
-
-
-@dataclass(frozen=True)
-class CotSample:
-    text: str
-    verdict: Literal["A", "B"] | None  # in the item's own order (mapped back when swapped)
-    swapped: bool
-
-
-@dataclass(frozen=True)
-class CotVerdict:
-    verdict: Literal["A", "B"] | None  # majority; None when tied or no sample gave a verdict
-    votes_a: int
-    votes_b: int
-    invalid: int                       # samples without a parsable "Verdict: A|B" line
-    samples: tuple[CotSample, ...] = field(default=())
-
-    @property
-    def p_a(self) -> float | None:
-        """Share of valid votes for A (None without valid votes)."""
-        total = self.votes_a + self.votes_b
-        return self.votes_a / total if total else None
-
-
-def _coerce(item: Any, cls):
-    """Accept the item dataclass itself, a mapping or any object with the same field names."""
-    if isinstance(item, cls):
-        return item
-    get = item.get if isinstance(item, Mapping) else lambda k, d=None: getattr(item, k, d)
-    values = {k: get(k) for k in cls.__dataclass_fields__ if get(k) is not None}
-    missing = [k for k in ("context", "response", "response_a", "response_b")
-               if k in cls.__dataclass_fields__ and k not in values]
-    if missing:
-        raise DataError(f"{cls.__name__} needs {', '.join(missing)}; got {type(item).__name__} "
-                        f"with {sorted(item) if isinstance(item, Mapping) else 'other attributes'}",
-                        field=missing[0])
-    return cls(**values)
-
-
-# --- the judge ----------------------------------------------------------------------------------
 
 class Judge:
     """Batched judge scoring over a loaded causal LM and its tokenizer."""
 
-    kind = "generative"  # see judge_kind; `reward_judge.RewardHeadJudge` is the other kind
+    kind = "generative"  # see `judge_types.JudgeProtocol`; `judge_kind.load_judge` picks the class by kind
 
     def __init__(self, model: Any, tokenizer: Any, dimension_extra: Mapping[str, str] | None = None,
                  batch_size: int = 16, max_length: int = 1024, *,
@@ -173,7 +93,7 @@ class Judge:
 
     def score_absolute(self, items: Sequence[AbsoluteItem | Mapping]) -> list[AbsoluteScore]:
         """Absolute scores in input order (see the module docstring for the definition)."""
-        items = [_coerce(i, AbsoluteItem) for i in items]
+        items = [coerce_item(i, AbsoluteItem) for i in items]
         rendered = [self._fit(lambda ctx, it=it: P.with_demonstrations(
             P.absolute_prompt(ctx, it.response, self.dimension(it.dimension)), self.absolute_demonstrations),
             it.context) for it in items]
@@ -190,7 +110,7 @@ class Judge:
 
     def compare(self, items: Sequence[PairItem | Mapping]) -> list[PairVerdict]:
         """Pairwise verdicts from both presentation orders, batched together."""
-        items = [_coerce(i, PairItem) for i in items]
+        items = [coerce_item(i, PairItem) for i in items]
         rendered = []
         for it in items:
             dim = self.dimension(it.dimension)
@@ -218,7 +138,7 @@ class Judge:
         its verdicts back. `hints` (the correct label per item, for STaR rationalisation) is passed
         to `cot_prompt`, and mapped to the swapped order when needed.
         """
-        items = [_coerce(i, PairItem) for i in items]
+        items = [coerce_item(i, PairItem) for i in items]
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         if hints is not None and len(hints) != len(items):
@@ -356,7 +276,3 @@ def _log_softmax2(a: float, b: float) -> tuple[float, float]:
     log_z = m + math.log(math.exp(a - m) + math.exp(b - m))
     return a - log_z, b - log_z
 
-
-def _sigmoid(x: float) -> float:
-    """Logistic function, numerically stable for large |x|."""
-    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))

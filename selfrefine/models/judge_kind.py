@@ -1,82 +1,27 @@
-"""Which kind of judge a model directory holds, and `load_judge`, the one way stages load a judge.
+"""`load_judge`: the one way stages load a judge, as the class the directory's `judge.json` names.
 
-`train_judge` writes `judge.json` into every judge it saves: `{"kind": "generative"}` for the
-decoder judge that answers Yes/No and A/B, `{"kind": "reward_head", "head": {...}}` for a backbone
-with a scalar head. A directory without the file (a base model, an alias, a hub id, a judge saved
-before the file existed) is a generative judge. A judge trained per dimension is a directory of
-such judges, one per dimension and each of its own kind, with `{"kind": "per_dimension",
-"judge_kinds": …, "dimensions": …}` (see `per_dimension_judge`).
+The factory sits above the judge classes and the `judge.json` format (`judge_info`): it imports
+them, none of them imports it. The kinds it dispatches on:
+
+- `per_dimension` → `per_dimension_judge.PerDimensionJudge`, each sub-judge loaded by this factory;
+- `reward_head` → `reward_judge.RewardHeadJudge`;
+- no `judge.json` and a `…ForSequenceClassification` config (a public reward model) →
+  `sequence_classifier_judge.SequenceClassifierJudge`;
+- anything else (`generative`, a base model, an alias, a hub id) → `judge.Judge`.
+
+The judge classes are imported when a judge of their kind is loaded, so that importing the factory
+costs no torch import.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from selfrefine.errors import ModelLoadError
-
-JUDGE_INFO = "judge.json"
-JudgeKind = Literal["generative", "reward_head"]
-JUDGE_KINDS: tuple[str, ...] = ("generative", "reward_head")
-PER_DIMENSION = "per_dimension"
-STORED_KINDS = (*JUDGE_KINDS, PER_DIMENSION)  # what a judge.json may name
-
-
-def write_judge_info(directory: str | Path, kind: JudgeKind | Literal["per_dimension"], **details: Any) -> Path:
-    """Record the judge kind (and whatever its loader needs) in `directory`."""
-    if kind not in STORED_KINDS:
-        raise ValueError(f"judge kind must be one of {STORED_KINDS}, got {kind!r}")
-    path = Path(directory) / JUDGE_INFO
-    path.write_text(json.dumps({"kind": kind, **details}, indent=2, sort_keys=True) + "\n")
-    return path
-
-
-def read_judge_info(directory: str | Path) -> dict[str, Any]:
-    """The judge info of a model directory; `{"kind": "generative"}` when it has none."""
-    path = Path(directory) / JUDGE_INFO
-    if not path.is_file():
-        return {"kind": "generative"}
-    try:
-        info = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"{path} is not readable JSON ({exc}); the judge directory is corrupted: "
-                             "train the judge again") from None
-    if not isinstance(info, dict) or info.get("kind") not in STORED_KINDS:
-        raise ModelLoadError(f"{path} names judge kind {info.get('kind') if isinstance(info, dict) else info!r}; "
-                             f"known kinds are {', '.join(STORED_KINDS)}. Fix: train the judge "
-                             "again with this selfrefine version")
-    return info
-
-
-def kinds_by_dimension(directory: str | Path) -> dict[str | None, JudgeKind]:
-    """Which kind of judge scores each dimension: `{None: kind}` for a single judge (it scores every
-    dimension), `{dimension: kind}` for a per-dimension judge (each sub-judge's own kind)."""
-    info = read_judge_info(directory)
-    if info["kind"] != PER_DIMENSION:
-        return {None: info["kind"]}
-    from selfrefine.models.per_dimension_judge import sub_judge_dirs
-
-    return {dim: read_judge_info(path)["kind"] for dim, path in sub_judge_dirs(directory, info).items()}
-
-
-def as_policy(model: str) -> str:
-    """The model to generate with and fine-tune when `model` serves as the policy (the first
-    iteration's policy is the judge): the model itself, or for a per-dimension judge the sub-judge
-    its `judge.json` names as `policy` (the one trained on the most pairs)."""
-    path = Path(model)
-    if not path.is_dir():
-        return model
-    info = read_judge_info(path)
-    if info["kind"] != PER_DIMENSION:
-        return model
-    from selfrefine.models.per_dimension_judge import sub_judge_dirs
-
-    subs = sub_judge_dirs(path, info)
-    if info.get("policy") not in subs:
-        raise ModelLoadError(f"{path / JUDGE_INFO} names no policy sub-judge among {', '.join(subs)}; a per-dimension "
-                             "judge used as the policy needs one: train the judge again")
-    return str(subs[info["policy"]])
+from selfrefine.models.judge_info import JUDGE_INFO, PER_DIMENSION, read_judge_info
+from selfrefine.models.judge_types import JudgeProtocol
+from selfrefine.models.loading import resolve_model
 
 
 def is_sequence_classifier(resolved: str) -> bool:
@@ -99,7 +44,7 @@ def is_sequence_classifier(resolved: str) -> bool:
 
 def load_judge(model: str, *, dtype: str = "auto", device: str = "auto",
                dimension_extra: dict[str, str] | None = None, batch_size: int = 16, max_length: int = 1024,
-               logprob_space: Literal["answers", "vocab"] = "answers"):
+               logprob_space: Literal["answers", "vocab"] = "answers") -> JudgeProtocol:
     """The judge for `model` (alias, directory or hub id) with the class its `judge.json` names.
 
     All classes score through the same interface (`score_absolute`, `compare`); `logprob_space`
@@ -107,15 +52,13 @@ def load_judge(model: str, *, dtype: str = "auto", device: str = "auto",
     `judge.json` whose config names a `…ForSequenceClassification` architecture (a public reward
     model) loads as a `SequenceClassifierJudge`.
     """
-    from selfrefine.models.loading import resolve_model
-
     resolved = resolve_model(model)
     info = read_judge_info(resolved) if Path(resolved).is_dir() else {"kind": "generative"}
     kind = info["kind"]
     if kind == PER_DIMENSION:
         from selfrefine.models.per_dimension_judge import PerDimensionJudge
 
-        def load_sub(path: str):
+        def load_sub(path: str) -> JudgeProtocol:
             return load_judge(path, dtype=dtype, device=device, dimension_extra=dimension_extra,
                               batch_size=batch_size, max_length=max_length, logprob_space=logprob_space)
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from selfrefine.models import prompts as P
 from selfrefine.models.dimensions import get_dimension
-from selfrefine.models.judge import AbsoluteItem, PairItem, PairVerdict, _sigmoid
+from selfrefine.models.judge_types import AbsoluteItem, JudgeProtocol, PairItem, PairVerdict, sigmoid
 
 
 def demonstrations_from_pairs(pairs: Sequence[Any], n: int, seed: int,
@@ -55,7 +55,7 @@ def demonstrations_from_pairs(pairs: Sequence[Any], n: int, seed: int,
     return absolute, pairwise
 
 
-def cot_verdicts(judge: Any, items: Sequence[PairItem], k: int, params: Any) -> list[PairVerdict]:
+def cot_verdicts(judge: JudgeProtocol, items: Sequence[PairItem], k: int, params: Any) -> list[PairVerdict]:
     """Chain-of-thought pairwise verdicts with self-consistency over `k` samples in both orders.
 
     P(response_a better) is the share of valid votes for it (0.5 without any); the per-order
@@ -76,7 +76,7 @@ def cot_verdicts(judge: Any, items: Sequence[PairItem], k: int, params: Any) -> 
     return verdicts
 
 
-def tournament_picks(judge: Any, items: Sequence[Any]) -> list[int]:
+def tournament_picks(judge: JudgeProtocol, items: Sequence[Any]) -> list[int]:
     """The candidate each best-of-n item's knockout tournament picks (index into its candidates).
 
     Every round pairs neighbours and keeps the winner of each match (`compare`, both orders; a tie
@@ -98,7 +98,7 @@ def tournament_picks(judge: Any, items: Sequence[Any]) -> list[int]:
     return [a[0] for a in alive]
 
 
-def verdicts_from_absolute(judge: Any, items: Sequence[PairItem]) -> list[PairVerdict]:
+def verdicts_from_absolute(judge: JudgeProtocol, items: Sequence[PairItem]) -> list[PairVerdict]:
     """Pairwise verdicts from absolute scoring: both responses of each pair are scored on their own in
     one batched `score_absolute` call, then read by `verdicts_from_scores`."""
     scores = judge.score_absolute([AbsoluteItem(it.context, response, it.dimension)
@@ -117,7 +117,7 @@ def verdicts_from_scores(scores_a: Sequence[Any], scores_b: Sequence[Any]) -> li
         raise ValueError(f"{len(scores_a)} scores for response A, {len(scores_b)} for response B; give both per pair")
     verdicts = []
     for a, b in zip(scores_a, scores_b):
-        p_a = _sigmoid(yes_log_odds(a) - yes_log_odds(b))
+        p_a = sigmoid(yes_log_odds(a) - yes_log_odds(b))
         verdicts.append(PairVerdict(verdict="A" if p_a >= 0.5 else "B", p_a=p_a, p_a_forward=p_a,
                                     p_a_swapped=p_a, consistent=True, turns_cut=max(a.turns_cut, b.turns_cut)))
     return verdicts

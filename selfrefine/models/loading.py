@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from selfrefine import settings
 from selfrefine.errors import ModelLoadError
+from selfrefine.models.judge_info import PER_DIMENSION, read_judge_info, sub_judge_dirs
 
 logger = logging.getLogger(__name__)
 
@@ -208,13 +209,9 @@ def check_model_dir(path: Path, name: str | None = None) -> None:
     per-dimension judge, each of its sub-judges)."""
     from safetensors import SafetensorError, safe_open
 
-    from selfrefine.models.judge_kind import PER_DIMENSION, read_judge_info
-
     label = f"model '{name or path}'"
     info = read_judge_info(path)
     if info["kind"] == PER_DIMENSION:
-        from selfrefine.models.per_dimension_judge import sub_judge_dirs
-
         for dim, sub in sub_judge_dirs(path, info).items():
             check_model_dir(sub, f"{name or path} ({dim} judge)")
         return
@@ -319,7 +316,7 @@ def load_tokenizer(name: str):
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
     except Exception as exc:  # OSError, ValueError, hub errors: all mean "cannot load this name"
-        raise _load_error(name, path, exc) from exc
+        raise load_error(name, path, exc) from exc
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -341,7 +338,7 @@ def load_model(name: str, *, dtype: Dtype | str = "auto", device: str = "auto",
         # use_safetensors=True: never unpickle weights (torch.load can execute code).
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, use_safetensors=True)
     except Exception as exc:
-        raise _load_error(name, path, exc) from exc
+        raise load_error(name, path, exc) from exc
     model.to(device)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
@@ -355,7 +352,8 @@ def load_model(name: str, *, dtype: Dtype | str = "auto", device: str = "auto",
     return model, tokenizer
 
 
-def _load_error(name: str, path: str, exc: Exception) -> ModelLoadError:
+def load_error(name: str, path: str, exc: Exception) -> ModelLoadError:
+    """The `ModelLoadError` for `exc` raised while loading `name` (resolved to `path`), with the fix."""
     reason = str(exc).strip().splitlines()[0].rstrip(".") if str(exc).strip() else type(exc).__name__
     if Path(path).is_dir():
         fix = ("the directory must hold a save_pretrained checkpoint with config.json, safetensors "

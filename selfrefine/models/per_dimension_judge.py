@@ -3,21 +3,14 @@
 Llama 2 trains separate helpfulness and safety reward models because one model trained on both
 trades one judgement against the other; bench/dimension_mix.py measured the same trade here (the
 helpful pairs cost a one-head judge 0.03–0.04 held-out harmless accuracy). `train_judge` with
-`judge_per_dimension: true` writes this layout:
-
-    judge/judge.json     {"kind": "per_dimension",
-                          "judge_kinds": {"harmless": "generative", "helpful": "reward_head"},
-                          "dimensions": {"harmless": "harmless", "helpful": "helpful"},
-                          "policy": "harmless"}
-    judge/harmless/      a complete judge directory (its own judge.json, weights, tokenizer)
-    judge/helpful/       another, of the same kind or not (`train_judge.dimension_judge_kinds`)
+`judge_per_dimension: true` writes a directory of sub-judges, one per dimension, each of its own
+kind (`train_judge.dimension_judge_kinds`); `judge_info` describes its `judge.json`.
 
 `PerDimensionJudge` scores through the same interface as the single judges (`score_absolute`,
 `compare`, `compare_cot`): it groups the items by dimension, asks each dimension's sub-judge for
 its group in one batched call, and returns the results in input order. An item whose dimension has
 no sub-judge is an error, not a silent fallback: the audit must be able to say which judge judged it.
-`policy` names the sub-judge that generates and is fine-tuned when the judge serves as the first
-iteration's policy (`judge_kind.as_policy`).
+The sub-judges are loaded by the factory (`judge_kind.load_judge`), which passes itself in as `load`.
 """
 
 from __future__ import annotations
@@ -26,27 +19,10 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from selfrefine.errors import ConfigError, ModelLoadError
+from selfrefine.errors import ConfigError
 from selfrefine.models.dimensions import get_dimension
-from selfrefine.models.judge import AbsoluteItem, PairItem, _coerce
-
-
-
-def sub_judge_dirs(directory: str | Path, info: Mapping[str, Any]) -> dict[str, Path]:
-    """Dimension → sub-judge directory of a per-dimension judge, checked to exist."""
-    root = Path(directory)
-    dims = info.get("dimensions")
-    if not isinstance(dims, dict) or not dims:
-        raise ModelLoadError(f"{root / 'judge.json'} is a per-dimension judge without a 'dimensions' mapping; "
-                             "train the judge again")
-    found = {}
-    for dim, sub in sorted(dims.items()):
-        path = root / str(sub)
-        if Path(str(sub)).is_absolute() or ".." in Path(str(sub)).parts or not path.is_dir():
-            raise ModelLoadError(f"{root / 'judge.json'}: the sub-judge of dimension '{dim}' should be in "
-                                 f"{path}, which is missing; the judge directory is incomplete: train it again")
-        found[dim] = path
-    return found
+from selfrefine.models.judge_info import sub_judge_dirs
+from selfrefine.models.judge_types import AbsoluteItem, JudgeProtocol, PairItem, coerce_item
 
 
 def _shared_attribute(name: str) -> property:
@@ -65,7 +41,7 @@ def _shared_attribute(name: str) -> property:
 class PerDimensionJudge:
     """Routes every item to the sub-judge of its dimension (see the module docstring)."""
 
-    def __init__(self, judges: Mapping[str, Any], dimension_extra: Mapping[str, str] | None = None):
+    def __init__(self, judges: Mapping[str, JudgeProtocol], dimension_extra: Mapping[str, str] | None = None):
         if not judges:
             raise ValueError("a per-dimension judge needs at least one sub-judge")
         self.judges = dict(judges)
@@ -76,7 +52,7 @@ class PerDimensionJudge:
 
     @classmethod
     def from_directory(cls, directory: str | Path, info: Mapping[str, Any],
-                       load: Callable[[str], Any], dimension_extra: Mapping[str, str] | None = None,
+                       load: Callable[[str], JudgeProtocol], dimension_extra: Mapping[str, str] | None = None,
                        ) -> PerDimensionJudge:
         """Load each sub-judge with `load(path)` (the same settings as a single judge)."""
         return cls({dim: load(str(path)) for dim, path in sub_judge_dirs(directory, info).items()}, dimension_extra)
@@ -84,14 +60,14 @@ class PerDimensionJudge:
     # -- the single judges' interface --
 
     def score_absolute(self, items: Sequence[AbsoluteItem | Mapping]) -> list:
-        return self._routed("score_absolute", [_coerce(i, AbsoluteItem) for i in items])
+        return self._routed("score_absolute", [coerce_item(i, AbsoluteItem) for i in items])
 
     def compare(self, items: Sequence[PairItem | Mapping]) -> list:
-        return self._routed("compare", [_coerce(i, PairItem) for i in items])
+        return self._routed("compare", [coerce_item(i, PairItem) for i in items])
 
     def compare_cot(self, items: Sequence[PairItem | Mapping], *args: Any,
                     hints: Sequence[str | None] | None = None, **kwargs: Any) -> list:
-        items = [_coerce(i, PairItem) for i in items]
+        items = [coerce_item(i, PairItem) for i in items]
         return self._routed("compare_cot", items, *args, per_item={"hints": hints}, **kwargs)
 
     # Demonstrations set on the router (evaluate's n-shot trick) go to every sub-judge.

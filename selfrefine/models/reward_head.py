@@ -24,6 +24,7 @@ from torch import nn
 from transformers.utils import ModelOutput
 
 from selfrefine.errors import ConfigError, ModelLoadError
+from selfrefine.models.judge_info import read_judge_info, write_judge_info
 
 HEAD_FILE = "reward_head.safetensors"
 HeadKind = Literal["linear", "mlp"]
@@ -112,8 +113,6 @@ class RewardHeadModel(nn.Module):
     def for_training(cls, lm: Any, model_dir: str | Path, kind: HeadKind, mlp_size: int, seed: int) -> RewardHeadModel:
         """Wrap a freshly loaded LM: continue the head saved in `model_dir` if there is one (a previous
         reward-head judge), else start a new head initialised from `seed`."""
-        from selfrefine.models.judge_kind import read_judge_info
-
         spec = HeadSpec(kind=kind, hidden_size=lm.config.get_text_config().hidden_size, mlp_size=mlp_size)
         info = read_judge_info(model_dir)
         if info["kind"] == "reward_head":
@@ -131,8 +130,6 @@ class RewardHeadModel(nn.Module):
         """Load a saved reward-head judge for scoring (eval mode). The head stays float32: it is tiny."""
         from transformers import AutoModelForCausalLM
 
-        from selfrefine.models.judge_kind import read_judge_info
-
         path = Path(path)
         info = read_judge_info(path)
         if info["kind"] != "reward_head":
@@ -149,8 +146,6 @@ class RewardHeadModel(nn.Module):
         """The backbone as a plain causal LM (adapters merged), the head's safetensors and judge.json."""
         from accelerate.utils import is_peft_model
         from safetensors.torch import save_file
-
-        from selfrefine.models.judge_kind import write_judge_info
 
         output_dir = Path(output_dir)
         lm = self.lm.merge_and_unload() if is_peft_model(self.lm) else self.lm

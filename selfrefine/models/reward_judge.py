@@ -27,7 +27,10 @@ from typing import Any
 from selfrefine.errors import ConfigError, ModelLoadError
 from selfrefine.models import prompts as P
 from selfrefine.models.dimensions import Dimension, get_dimension
-from selfrefine.models.judge import AbsoluteItem, AbsoluteScore, PairItem, PairVerdict, _coerce, _sigmoid
+from selfrefine.models.judge_types import (
+    AbsoluteItem, AbsoluteScore, PairItem, PairVerdict, coerce_item, sigmoid,
+)
+from selfrefine.models.loading import load_tokenizer, resolve_device, resolve_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -79,13 +82,13 @@ def score_from_reward(reward: float, turns_cut: int = 0) -> AbsoluteScore:
     """A scalar reward as an absolute score (see the module docstring for how it fills the fields)."""
     yes = reward >= 0
     logprob = _log_sigmoid(reward if yes else -reward)
-    return AbsoluteScore(answer="Yes" if yes else "No", score=reward, logprob=logprob, p_yes=_sigmoid(reward),
+    return AbsoluteScore(answer="Yes" if yes else "No", score=reward, logprob=logprob, p_yes=sigmoid(reward),
                          vocab_logprob=logprob, turns_cut=turns_cut)
 
 
 def verdict_from_rewards(r_a: float, r_b: float, turns_cut: int = 0) -> PairVerdict:
     """The Bradley–Terry verdict p_a = sigmoid(r_a − r_b): the same in both presentation orders."""
-    p_a = _sigmoid(r_a - r_b)
+    p_a = sigmoid(r_a - r_b)
     return PairVerdict(verdict="A" if p_a >= 0.5 else "B", p_a=p_a, p_a_forward=p_a, p_a_swapped=p_a,
                        consistent=True, turns_cut=turns_cut)
 
@@ -111,7 +114,6 @@ class RewardHeadJudge:
 
     @classmethod
     def from_pretrained(cls, path: str, *, dtype: str = "auto", device: str = "auto", **kwargs: Any) -> RewardHeadJudge:
-        from selfrefine.models.loading import load_tokenizer, resolve_device, resolve_dtype
         from selfrefine.models.reward_head import RewardHeadModel
 
         device = resolve_device(device)
@@ -125,7 +127,7 @@ class RewardHeadJudge:
 
     def rewards(self, items: Sequence[AbsoluteItem | Mapping]) -> list[tuple[float, int]]:
         """(reward, context turns cut) per item, in input order."""
-        items = [_coerce(i, AbsoluteItem) for i in items]
+        items = [coerce_item(i, AbsoluteItem) for i in items]
         rendered = [reward_input(it.context, it.response, self.dimension(it.dimension), self.tokenizer,
                                  self.max_length) for it in items]
         ids = [tuple(encode_reward_input(self.tokenizer, r.prompt, r.completion)[0]) for r in rendered]
@@ -139,7 +141,7 @@ class RewardHeadJudge:
 
     def compare(self, items: Sequence[PairItem | Mapping]) -> list[PairVerdict]:
         """Bradley–Terry verdicts: p_a = sigmoid(r_a − r_b), the same in both presentation orders."""
-        items = [_coerce(i, PairItem) for i in items]
+        items = [coerce_item(i, PairItem) for i in items]
         flat = [AbsoluteItem(it.context, r, it.dimension) for it in items for r in (it.response_a, it.response_b)]
         scored = self.rewards(flat)
         return [verdict_from_rewards(r_a, r_b, max(cut_a, cut_b))

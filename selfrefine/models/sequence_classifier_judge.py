@@ -23,7 +23,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from selfrefine.errors import ConfigError, ModelLoadError
-from selfrefine.models.judge import AbsoluteItem, AbsoluteScore, PairItem, PairVerdict, _coerce
+from selfrefine.models.judge_types import AbsoluteItem, AbsoluteScore, PairItem, PairVerdict, coerce_item
+from selfrefine.models.loading import load_error, load_tokenizer, resolve_device, resolve_dtype, resolve_model
 from selfrefine.models.reward_judge import score_from_reward, verdict_from_rewards
 
 logger = logging.getLogger(__name__)
@@ -68,22 +69,20 @@ class SequenceClassifierJudge:
                         max_length: int = 1024) -> SequenceClassifierJudge:
         from transformers import AutoConfig, AutoModelForSequenceClassification
 
-        from selfrefine.models.loading import _load_error, load_tokenizer, resolve_device, resolve_dtype, resolve_model
-
         path = resolve_model(path_or_hub_id)
         device = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, device)
         try:
             config = AutoConfig.from_pretrained(path)
         except Exception as exc:  # OSError, ValueError, hub errors: all mean "cannot load this name"
-            raise _load_error(path_or_hub_id, path, exc) from exc
+            raise load_error(path_or_hub_id, path, exc) from exc
         _require_one_label(path_or_hub_id, config.num_labels)  # before loading any weights
         tokenizer = load_tokenizer(path)
         try:
             model = AutoModelForSequenceClassification.from_pretrained(path, config=config, dtype=torch_dtype,
                                                                        use_safetensors=True)
         except Exception as exc:
-            raise _load_error(path_or_hub_id, path, exc) from exc
+            raise load_error(path_or_hub_id, path, exc) from exc
         model.to(device).eval()
         return cls(model, tokenizer, dimension_extra, batch_size, max_length, name=path_or_hub_id)
 
@@ -114,7 +113,7 @@ class SequenceClassifierJudge:
 
     def rewards(self, items: Sequence[AbsoluteItem | Mapping]) -> list[float]:
         """The reward of each item, in input order (the dimension is ignored)."""
-        items = [_coerce(i, AbsoluteItem) for i in items]
+        items = [coerce_item(i, AbsoluteItem) for i in items]
         encoded = [self.encode(self.render(it.context, it.response)) for it in items]
         cut = sum(was_cut for _, was_cut in encoded)
         if cut:
@@ -132,7 +131,7 @@ class SequenceClassifierJudge:
 
     def compare(self, items: Sequence[PairItem | Mapping]) -> list[PairVerdict]:
         """Bradley–Terry verdicts p_a = sigmoid(r_a − r_b), the same in both orders; dimension ignored."""
-        items = [_coerce(i, PairItem) for i in items]
+        items = [coerce_item(i, PairItem) for i in items]
         flat = [AbsoluteItem(it.context, r, it.dimension) for it in items for r in (it.response_a, it.response_b)]
         rewards = self.rewards(flat)
         return [verdict_from_rewards(r_a, r_b) for r_a, r_b in zip(rewards[0::2], rewards[1::2])]

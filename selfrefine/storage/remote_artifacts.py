@@ -28,7 +28,7 @@ from typing import Iterator
 import fsspec
 
 from selfrefine.errors import ArtifactIntegrityError, StoreError
-from selfrefine.storage.artifacts import Entry, digest_entries, digest_path
+from selfrefine.storage.digests import Entry, digest_entries, digest_path
 
 log = logging.getLogger(__name__)
 

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from selfrefine.data import PreferencePair
 from selfrefine.models import prompts as P
 from selfrefine.models.dimensions import get_dimension
+from selfrefine.models.generation.base import MAX_NEW_TOKENS
 from selfrefine.tasks.common import (
     JudgeSettings, dimension_definitions_field, inputs_with_prefix, read_pairs, require, sample,
 )
@@ -42,7 +43,7 @@ class BootstrapConfig(BaseModel):
     rationalize: bool = Field(True, description="Retry missed pairs with the label as a hint (STaR rationalisation).")
     temperature: float = Field(0.7, ge=0, description="Sampling temperature.")
     top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling mass.")
-    max_new_tokens: int = Field(128, ge=8, description="Longest rationale, in tokens.")
+    max_new_tokens: int = Field(128, ge=8, le=MAX_NEW_TOKENS, description="Longest rationale, in tokens.")
     judge: JudgeSettings = Field(default_factory=JudgeSettings, description="How the judge is loaded.")
     dimension_definitions: dict[str, str] = dimension_definitions_field()
 
@@ -104,8 +105,8 @@ def rationale_records(shown: Sequence[Shown], first, second: Mapping[int, object
 
 def run(ctx: StageContext) -> StageReturn:
     from selfrefine.models.generation.base import SamplingParams
-    from selfrefine.models.judge import PairItem
-    from selfrefine.models.judge_kind import kinds_by_dimension
+    from selfrefine.models.judge_info import kinds_by_dimension
+    from selfrefine.models.judge_types import PairItem
 
     cfg: BootstrapConfig = ctx.config
     seed = ctx.seed or 0

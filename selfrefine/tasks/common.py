@@ -104,7 +104,7 @@ def model_fingerprint(name: str) -> str | None:
     from importlib import metadata
 
     from selfrefine.models.loading import PACKAGED, TINY, TINY_ARCH, TINY_SEED
-    from selfrefine.storage.artifacts import digest_path
+    from selfrefine.storage.digests import digest_path
 
     if name == TINY:
         return f"tiny:seed={TINY_SEED}:{sorted(TINY_ARCH.items())}"

@@ -30,6 +30,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from selfrefine.errors import ConfigError
+from selfrefine.models.generation.base import MAX_NEW_TOKENS
 from selfrefine.tasks.common import (
     JudgeSettings, dimension_definitions_field, inputs_with_prefix, model_fingerprint, read_items, sample,
 )
@@ -64,7 +65,7 @@ class ChainOfThoughtSettings(BaseModel):
 
     samples: int = Field(5, ge=2, description=(
         "Rationales sampled per pair (k), split over both presentation orders; the verdict is the majority."))
-    max_new_tokens: int = Field(128, ge=8, description="Longest rationale, in tokens.")
+    max_new_tokens: int = Field(128, ge=8, le=MAX_NEW_TOKENS, description="Longest rationale, in tokens.")
     temperature: float = Field(0.7, gt=0, description="Sampling temperature (self-consistency needs diverse samples).")
     top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling mass.")
 
@@ -137,7 +138,7 @@ def evaluate_judge(judge, pairs, bestofn, n_bins: int = 10, *,
                    pairwise_verdicts: Literal["prompt", "absolute"] = "prompt",
                    bestofn_scoring: Literal["absolute", "yes_log_odds", "pairwise"] = "absolute") -> dict:
     """All metrics of `judge` on labelled pairs and best-of-n items (either may be empty)."""
-    from selfrefine.models.judge import AbsoluteItem, PairItem
+    from selfrefine.models.judge_types import AbsoluteItem, PairItem
     from selfrefine.models.judge_modes import verdicts_from_scores, yes_log_odds
 
     result: dict = {}

@@ -108,7 +108,7 @@ def paired_prompts(current: dict, other: dict, what: str) -> None:
 
 def score_responses(evaluator, rows: list[dict]) -> list[float]:
     """One reward per row; identical (context, response, dimension) items are scored once."""
-    from selfrefine.models.judge import AbsoluteItem
+    from selfrefine.models.judge_types import AbsoluteItem
     from selfrefine.models.judge_modes import yes_log_odds
 
     keys = [json.dumps([r["context"], r["text"], r["dimension"]], sort_keys=True) for r in rows]

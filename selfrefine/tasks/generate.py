@@ -18,7 +18,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from selfrefine.data import PromptItem
 from selfrefine.models import prompts as P
 from selfrefine.models.dimensions import get_dimension
-from selfrefine.models.generation.base import GenerationBackendConfig, SamplingParams
+from selfrefine.models.generation.base import (
+    MAX_NEW_TOKENS,
+    MAX_PROMPT_TOKENS,
+    GenerationBackendConfig,
+    SamplingParams,
+)
 from selfrefine.tasks.common import dimension_definitions_field, inputs_with_prefix, read_items, require, sample
 from selfrefine.tasks.runner import Output, StageContext, StageReturn
 
@@ -39,8 +44,10 @@ class GenerateConfig(BaseModel):
     samples_per_direction: int = Field(2, ge=1, description="Samples per prompt for each of 'more' and 'less'.")
     temperature: float = Field(0.8, ge=0, description="Sampling temperature (0 = greedy).")
     top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling mass.")
-    max_new_tokens: int = Field(96, ge=1, description="Longest response, in tokens.")
-    max_prompt_tokens: int = Field(512, ge=16, description="Longer prompts lose their oldest turns.")
+    max_new_tokens: int = Field(96, ge=1, le=MAX_NEW_TOKENS, description=(
+        "Longest response, in tokens (cut at run time to what the model's context leaves)."))
+    max_prompt_tokens: int = Field(512, ge=16, le=MAX_PROMPT_TOKENS,
+                                   description="Longer prompts lose their oldest turns.")
     backend: GenerationBackendConfig = Field(default_factory=GenerationBackendConfig,
                                              description="Generation engine (transformers or vLLM).")
     dimension_definitions: dict[str, str] = dimension_definitions_field()
@@ -69,7 +76,7 @@ def candidate_rows(requests: Sequence[tuple[PromptItem, str]], generations) -> l
 
 def run(ctx: StageContext) -> StageReturn:
     from selfrefine.models.generation import generate_once
-    from selfrefine.models.judge_kind import as_policy
+    from selfrefine.models.judge_info import as_policy
     from selfrefine.models.loading import load_tokenizer
 
     cfg: GenerateConfig = ctx.config

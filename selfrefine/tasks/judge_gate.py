@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from selfrefine.data import PreferencePair
 from selfrefine.errors import ConfigError
-from selfrefine.models.judge_kind import JudgeKind
+from selfrefine.models.judge_info import JudgeKind
 from selfrefine.tasks.common import JudgeSettings
 
 log = logging.getLogger(__name__)

@@ -27,7 +27,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from selfrefine.errors import ConfigError
 from selfrefine.models import prompts as P
 from selfrefine.models.dimensions import get_dimension
-from selfrefine.models.generation.base import GenerationBackendConfig, SamplingParams
+from selfrefine.models.generation.base import (
+    MAX_NEW_TOKENS,
+    MAX_PROMPT_TOKENS,
+    GenerationBackendConfig,
+    SamplingParams,
+)
 from selfrefine.tasks.common import (
     dimension_definitions_field, inputs_with_prefix, model_fingerprint, read_items, require, sample,
 )
@@ -48,11 +53,13 @@ class ResponseSettings(BaseModel):
 
     max_prompts: int | None = Field(None, ge=1, description=(
         "Answer at most this many policy prompts (a seeded sample, the same for every policy)."))
-    max_new_tokens: int = Field(96, ge=1, le=32768, description="Longest response, in tokens.")
+    max_new_tokens: int = Field(96, ge=1, le=MAX_NEW_TOKENS, description=(
+        "Longest response, in tokens (cut at run time to what the model's context leaves)."))
     temperature: float = Field(0.0, ge=0, le=10, description=(
         "0 = greedy decoding (the default: one deterministic answer per prompt); above 0, seeded sampling."))
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass (with temperature > 0).")
-    max_prompt_tokens: int = Field(512, ge=16, description="Longer prompts lose their oldest turns.")
+    max_prompt_tokens: int = Field(512, ge=16, le=MAX_PROMPT_TOKENS,
+                                   description="Longer prompts lose their oldest turns.")
     backend: GenerationBackendConfig = Field(default_factory=GenerationBackendConfig,
                                              description="Generation engine (transformers or vLLM).")
 
@@ -76,7 +83,7 @@ def pin(config: RespondConfig) -> RespondConfig:
 
 def run(ctx: StageContext) -> StageReturn:
     from selfrefine.models.generation import generate_once
-    from selfrefine.models.judge_kind import as_policy
+    from selfrefine.models.judge_info import as_policy
     from selfrefine.models.loading import load_tokenizer
 
     cfg: RespondConfig = ctx.config

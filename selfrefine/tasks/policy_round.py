@@ -73,7 +73,7 @@ def best_of_n_examples(scored: Sequence[dict], min_score: float | None,
 def run(ctx: StageContext) -> StageReturn:
     from datasets import Dataset
 
-    from selfrefine.models.judge_kind import as_policy
+    from selfrefine.models.judge_info import as_policy
     from selfrefine.models.training.dpo import train_dpo
     from selfrefine.models.training.sft import train_sft
 

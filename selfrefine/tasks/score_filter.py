@@ -86,7 +86,7 @@ def _last_user_turn(context: list[dict]) -> str:
 
 def run(ctx: StageContext) -> StageReturn:
     from selfrefine.models.embedding import SentenceEmbedder
-    from selfrefine.models.judge import AbsoluteItem, PairItem
+    from selfrefine.models.judge_types import AbsoluteItem, PairItem
     from selfrefine.models.judge_modes import verdicts_from_scores, yes_log_odds
 
     cfg: ScoreFilterConfig = ctx.config

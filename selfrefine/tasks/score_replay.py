@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from selfrefine.models.judge import AbsoluteItem, AbsoluteScore, PairItem, PairVerdict, _coerce
+from selfrefine.models.judge_types import AbsoluteItem, AbsoluteScore, PairItem, PairVerdict, coerce_item
 
 log = logging.getLogger(__name__)
 SINGLE = "judge"  # the records' name for a judge that is not per-dimension
@@ -75,7 +75,7 @@ class RecordingJudge:
 
     def _recorded(self, method: str, items: Sequence[Any]) -> list:
         item_type, result_type = RESULT_TYPES[method]
-        items = [_coerce(i, item_type) for i in items]
+        items = [coerce_item(i, item_type) for i in items]
         keys = [item_digest(i) for i in items]
         known = self.replayable.get(method, {})
         misses = [i for i, key in enumerate(keys) if key not in known]
@@ -93,8 +93,8 @@ def record_scores(judge: Any, model: str | Path, settings: Mapping[str, Any],
     """`judge` with a RecordingJudge around it (around each sub-judge of a per-dimension judge,
     in place) that replays the matching records of `previous` (a metrics.json's `item_scores`),
     and the recorders by name for `records`. A judge without an identity is not recorded."""
-    from selfrefine.models.judge_kind import read_judge_info
-    from selfrefine.models.per_dimension_judge import PerDimensionJudge, sub_judge_dirs
+    from selfrefine.models.judge_info import read_judge_info, sub_judge_dirs
+    from selfrefine.models.per_dimension_judge import PerDimensionJudge
 
     previous = previous or {}
     if isinstance(judge, PerDimensionJudge):

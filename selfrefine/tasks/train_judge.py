@@ -29,7 +29,7 @@ from selfrefine.data import PreferencePair
 from selfrefine.errors import DataError, UnknownDimensionError
 from selfrefine.models import prompts as P
 from selfrefine.models.dimensions import get_dimension
-from selfrefine.models.judge_kind import JudgeKind
+from selfrefine.models.judge_info import JudgeKind
 from selfrefine.models.training.config import DPORecipeConfig, SFTRecipeConfig
 from selfrefine.models.training.reward_config import RewardRecipeConfig
 from selfrefine.tasks.common import dimension_definitions_field, inputs_with_prefix, model_fingerprint, read_pairs, sample
@@ -245,7 +245,7 @@ def _train_and_gate(ctx: StageContext, out_dir: Path, previous: Path | None, all
                     self_pairs: list[PreferencePair], dimension: str | None = None) -> Trained:
     """Train one judge in `out_dir` (from `previous` when continuing) and, with keep_best, gate it
     against `previous` on held-back seed pairs. `dimension` limits the rationales to that dimension."""
-    from selfrefine.models.judge_kind import read_judge_info
+    from selfrefine.models.judge_info import read_judge_info
     from selfrefine.models.loading import load_tokenizer
     from selfrefine.tasks import judge_gate
 
@@ -284,8 +284,7 @@ def _train_per_dimension(ctx: StageContext, previous: Path | None, seed_pairs: l
     per-dimension judge directory (see `per_dimension_judge`)."""
     import shutil
 
-    from selfrefine.models.judge_kind import PER_DIMENSION, read_judge_info, write_judge_info
-    from selfrefine.models.per_dimension_judge import sub_judge_dirs
+    from selfrefine.models.judge_info import PER_DIMENSION, read_judge_info, sub_judge_dirs, write_judge_info
 
     cfg: TrainJudgeConfig = ctx.config
     previous_subs = None
@@ -356,7 +355,7 @@ def _train_generative(ctx: StageContext, out_dir: Path, start: str, seed_pairs: 
     """The `generative` kind: SFT on the evaluation prompts (and kept rationales), then STaR-DPO."""
     from datasets import Dataset
 
-    from selfrefine.models.judge_kind import write_judge_info
+    from selfrefine.models.judge_info import write_judge_info
     from selfrefine.models.training.dpo import train_star_dpo
     from selfrefine.models.training.pair_batches import pair_batched
     from selfrefine.models.training.sft import train_sft

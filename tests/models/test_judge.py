@@ -10,7 +10,8 @@ import torch
 
 from selfrefine.models import prompts as P
 from selfrefine.models.generation import Generation, SamplingParams
-from selfrefine.models.judge import AbsoluteItem, CotVerdict, Judge, PairItem
+from selfrefine.models.judge import Judge
+from selfrefine.models.judge_types import AbsoluteItem, CotVerdict, PairItem
 
 CTX = [{"role": "user", "content": "Name a fruit."}]
 LONG_CTX = [{"role": "user", "content": "I am planning a trip to Italy next spring."},

@@ -9,7 +9,8 @@ import pytest
 from selfrefine.data.schema import BestOfNItem, Candidate, PreferencePair
 from selfrefine.models import prompts as P
 from selfrefine.models.dimensions import get_dimension
-from selfrefine.models.judge import AbsoluteItem, Judge, PairItem, PairVerdict
+from selfrefine.models.judge import Judge
+from selfrefine.models.judge_types import AbsoluteItem, PairItem, PairVerdict
 from selfrefine.models.judge_modes import (cot_verdicts, demonstrations_from_pairs, tournament_picks,
                                          verdicts_from_absolute)
 from tests.models.test_judge import CTX, ScriptedBackend

@@ -9,8 +9,10 @@ import pytest
 from selfrefine.errors import ModelLoadError
 from selfrefine.models import prompts as P
 from selfrefine.models.generation.base import SamplingParams
-from selfrefine.models.judge import Judge, PairItem
-from selfrefine.models.per_dimension_judge import PerDimensionJudge, sub_judge_dirs
+from selfrefine.models.judge import Judge
+from selfrefine.models.judge_info import sub_judge_dirs
+from selfrefine.models.judge_types import PairItem
+from selfrefine.models.per_dimension_judge import PerDimensionJudge
 
 
 def _items() -> list[PairItem]:

@@ -21,12 +21,14 @@ from transformers import AutoModelForCausalLM
 
 from selfrefine.data import DataSource, load_pairs
 from selfrefine.errors import ConfigError, DataError, ModelLoadError
-from selfrefine.models.judge import AbsoluteItem, Judge, PairItem
-from selfrefine.models.judge_kind import JUDGE_INFO, load_judge, write_judge_info
+from selfrefine.models.dimensions import get_dimension
+from selfrefine.models.judge import Judge
+from selfrefine.models.judge_info import JUDGE_INFO, write_judge_info
+from selfrefine.models.judge_kind import load_judge
+from selfrefine.models.judge_types import AbsoluteItem, PairItem
 from selfrefine.models.loading import load_tokenizer
 from selfrefine.models.reward_head import HEAD_FILE, HeadSpec, RewardHeadModel
 from selfrefine.models.reward_judge import RewardHeadJudge, encode_reward_input, reward_input
-from selfrefine.models.dimensions import get_dimension
 from selfrefine.models.training import common
 from selfrefine.models.training.config import LoraSettings
 from selfrefine.models.training.min_norm import min_norm_value, min_norm_weights

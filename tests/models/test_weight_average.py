@@ -12,8 +12,9 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from selfrefine.errors import ModelLoadError
-from selfrefine.models.judge import AbsoluteItem
-from selfrefine.models.judge_kind import JUDGE_INFO, load_judge
+from selfrefine.models.judge_info import JUDGE_INFO
+from selfrefine.models.judge_kind import load_judge
+from selfrefine.models.judge_types import AbsoluteItem
 from selfrefine.models.loading import load_tokenizer
 from selfrefine.models.reward_head import HEAD_FILE, RewardHeadModel
 from selfrefine.models.weight_average import average_checkpoints

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from selfrefine.errors import ArtifactIntegrityError, PathEscapeError, StoreError
-from selfrefine.storage.artifacts import ArtifactStore, digest_path
+from selfrefine.storage.artifacts import ArtifactStore
+from selfrefine.storage.digests import digest_path
 
 
 def _tree(root, files):

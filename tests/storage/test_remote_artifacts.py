@@ -19,7 +19,8 @@ import pytest
 from fsspec.implementations.memory import MemoryFileSystem
 
 from selfrefine.errors import ArtifactIntegrityError
-from selfrefine.storage.artifacts import ArtifactStore, digest_path, key_for
+from selfrefine.storage.artifacts import ArtifactStore, key_for
+from selfrefine.storage.digests import digest_path
 
 
 def _tree(root, files):

@@ -11,7 +11,7 @@ import pytest
 from selfrefine.data import DataSource, load_bestofn
 from selfrefine.data.schema import BestOfNItem, Candidate, turn
 from selfrefine.errors import ConfigError, DataError
-from selfrefine.models.judge import AbsoluteScore, PairVerdict
+from selfrefine.models.judge_types import AbsoluteScore, PairVerdict
 from selfrefine.tasks.metrics import (
     absolute_metrics,
     best_of_n_metrics,

@@ -13,11 +13,11 @@ from selfrefine.data import read_jsonl
 from selfrefine.data.sources import DataSource
 from selfrefine.errors import ConfigError, ModelLoadError
 from selfrefine.flows.config import load_preset
-from selfrefine.models.judge import PairItem
-from selfrefine.models.judge_kind import JUDGE_INFO
+from selfrefine.models.judge_info import JUDGE_INFO
+from selfrefine.models.judge_types import PairItem
 from selfrefine.models.per_dimension_judge import PerDimensionJudge
 from selfrefine.models.training.reward_config import RewardRecipeConfig
-from selfrefine.storage.artifacts import digest_path
+from selfrefine.storage.digests import digest_path
 from selfrefine.storage.schema import Artifact, Metric
 from selfrefine.tasks import ingest
 from selfrefine.tasks.common import DATA_FILE, JudgeSettings

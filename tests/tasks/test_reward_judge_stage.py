@@ -9,8 +9,8 @@ import pytest
 
 from selfrefine.data import read_jsonl
 from selfrefine.flows.config import load_preset
-from selfrefine.models.judge import PairItem
-from selfrefine.models.judge_kind import JUDGE_INFO
+from selfrefine.models.judge_info import JUDGE_INFO
+from selfrefine.models.judge_types import PairItem
 from selfrefine.models.reward_judge import RewardHeadJudge
 from selfrefine.models.training.reward_config import RewardRecipeConfig
 from selfrefine.tasks import ingest

@@ -8,7 +8,8 @@ import dataclasses
 
 import pytest
 
-from selfrefine.models.judge import AbsoluteItem, Judge, PairItem
+from selfrefine.models.judge import Judge
+from selfrefine.models.judge_types import AbsoluteItem, PairItem
 from selfrefine.tasks.score_replay import RecordingJudge, item_digest, judge_identity
 
 CTX = [{"role": "user", "content": "How should I store fresh basil?"}]

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+import logging
+import math
+from dataclasses import dataclass, replace
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from selfrefine.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+# Upper bounds of the length fields in configs. No model selfrefine targets writes more than 32k
+# tokens in one answer or reads a prompt past 128k; a larger value is a typo that would otherwise
+# allocate a huge cache. At run time the new tokens are further clamped to the model's context.
+MAX_NEW_TOKENS = 32768
+MAX_PROMPT_TOKENS = 131072
 
 
 @dataclass(frozen=True)
@@ -28,12 +38,13 @@ class SamplingParams:
     def __post_init__(self):
         if self.n < 1:
             raise ConfigError(f"SamplingParams.n must be >= 1, got {self.n}")
-        if self.temperature < 0:
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):
             raise ConfigError(f"SamplingParams.temperature must be >= 0 (0 = greedy), got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise ConfigError(f"SamplingParams.top_p must be in (0, 1], got {self.top_p}")
-        if self.max_new_tokens < 1:
-            raise ConfigError(f"SamplingParams.max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if not 1 <= self.max_new_tokens <= MAX_NEW_TOKENS:
+            raise ConfigError(f"SamplingParams.max_new_tokens must be in [1, {MAX_NEW_TOKENS}], "
+                              f"got {self.max_new_tokens}")
         if isinstance(self.stop, str) or not all(isinstance(s, str) and s for s in self.stop):
             raise ConfigError("SamplingParams.stop must be a tuple of non-empty strings, "
                               f"got {self.stop!r}")
@@ -83,6 +94,31 @@ class GenerationBackendConfig(BaseModel):
         None, ge=16, description="vLLM: context length to reserve KV cache for (default: the model's).")
     log_every_seconds: float = Field(
         30.0, gt=0, description="Log progress (prompts/s, tokens/s) at most this often during long calls.")
+
+
+def context_length(model_config: Any) -> int | None:
+    """The longest sequence (prompt + generation) the model's positions cover, if its config says."""
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = getattr(model_config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def fit_to_context(params: SamplingParams, longest_prompt: int, context: int | None) -> SamplingParams:
+    """`params` with `max_new_tokens` cut so the longest prompt plus its answer fits `context`
+    (one warning when it is cut); a prompt that fills the context alone is a `ConfigError`."""
+    if context is None or longest_prompt + params.max_new_tokens <= context:
+        return params
+    room = context - longest_prompt
+    if room < 1:
+        raise ConfigError(f"a prompt of {longest_prompt} tokens fills the model's context of {context} "
+                          "tokens, leaving no room to answer; lower max_prompt_tokens below "
+                          f"{context}")
+    logger.warning("max_new_tokens=%d does not fit the model's context of %d tokens after a prompt "
+                   "of %d tokens; generating at most %d new tokens", params.max_new_tokens, context,
+                   longest_prompt, room)
+    return replace(params, max_new_tokens=room)
 
 
 def truncate_at_stop(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:

@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from selfrefine.models.generation.base import (
-    Generation, GenerationBackendConfig, SamplingParams, truncate_at_stop,
+    Generation, GenerationBackendConfig, SamplingParams, context_length, fit_to_context, truncate_at_stop,
 )
 
 logger = logging.getLogger(__name__)
@@ -55,6 +55,9 @@ class TransformersBackend:
         if not prompts:
             return []
         lengths = [len(ids) for ids in self.tokenizer(list(prompts), add_special_tokens=True)["input_ids"]]
+        # One limit for the whole call (from the longest prompt), so that how prompts are grouped
+        # into batches never changes a greedy answer.
+        params = fit_to_context(params, max(lengths), context_length(self.model.config))
         # Longest first: the most memory-hungry batch runs first, so an out-of-memory shows at once.
         order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
         samples_per_prompt = 1 if params.greedy else params.n

@@ -12,7 +12,7 @@ import json
 import logging
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from transformers import PrinterCallback, TrainerCallback
 
 from selfrefine.errors import ConfigError, DataError, ModelLoadError
-from selfrefine.models.training.config import TrainingConfig
+from selfrefine.models.training.config import Runtime, TrainingConfig
+from selfrefine.models.training.deepspeed import zero3_config
 from selfrefine.models.training.labelled_positions import labelled_positions_only
 
 logger = logging.getLogger(__name__)
@@ -38,16 +39,6 @@ class TrainResult(BaseModel):
     steps: int = Field(description="Optimizer steps taken.")
     seconds: float = Field(description="Wall-clock seconds of the training loop (without loading and saving).")
     num_examples: int = Field(description="Training examples used, after dropping those that do not fit max_length.")
-
-
-@dataclass(frozen=True)
-class Runtime:
-    """The machine-dependent choices a config's 'auto' values resolve to on this machine."""
-
-    device: str
-    bf16: bool
-    attn_implementation: str
-    deepspeed: dict[str, Any] | None
 
 
 def resolve_runtime(config: TrainingConfig) -> Runtime:
@@ -82,8 +73,6 @@ def resolve_runtime(config: TrainingConfig) -> Runtime:
     deepspeed = None
     if config.deepspeed is not None:
         if cuda:
-            from selfrefine.models.training.deepspeed import zero3_config
-
             deepspeed = zero3_config(config.deepspeed)
         else:
             logger.info("DeepSpeed ZeRO-3 is configured but there is no CUDA GPU: training without DeepSpeed")

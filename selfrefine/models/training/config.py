@@ -3,11 +3,12 @@
 Only the knobs a recipe user needs are fields here; everything else keeps TRL's default. Values are
 validated on construction (pydantic raises `ValidationError` naming the field); choices that depend
 on the machine (bf16, attention kernel, DeepSpeed) are resolved at train time by
-`common.resolve_runtime`, so one config works on a laptop and on a GPU node.
+`common.resolve_runtime` into a `Runtime`, so one config works on a laptop and on a GPU node.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
@@ -16,21 +17,30 @@ if TYPE_CHECKING:  # TRL and peft are heavy imports; load them only when a confi
     import peft
     import trl
 
-    from selfrefine.models.training.common import Runtime
-
 DPOLossType = Literal[
     "sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
     "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm",
 ]
 
 
-class _Strict(BaseModel):
-    # Frozen so a config snapshot stored with a stage run cannot drift; extra="forbid" so a typo
-    # in a YAML preset fails instead of being silently ignored.
+class StrictConfig(BaseModel):
+    """Base of the recipe configs. Frozen so a config snapshot stored with a stage run cannot drift;
+    extra="forbid" so a typo in a YAML preset fails instead of being silently ignored."""
+
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
 
 
-class LoraSettings(_Strict):
+@dataclass(frozen=True)
+class Runtime:
+    """The machine-dependent choices a config's 'auto' values resolve to on this machine."""
+
+    device: str
+    bf16: bool
+    attn_implementation: str
+    deepspeed: dict[str, Any] | None
+
+
+class LoraSettings(StrictConfig):
     """LoRA adapter settings (peft). Adapters are merged into the base weights before saving."""
 
     r: int = Field(16, gt=0, le=1024, description="Rank of the LoRA update matrices.")
@@ -57,14 +67,14 @@ class LoraSettings(_Strict):
                           target_modules=self.target_modules, task_type="CAUSAL_LM")
 
 
-class DeepSpeedSettings(_Strict):
+class DeepSpeedSettings(StrictConfig):
     """DeepSpeed ZeRO-3 sharding, used only when CUDA GPUs are present (ignored with a logged reason on CPU)."""
 
     offload_optimizer: bool = Field(False, description="Keep optimizer states in CPU memory (ZeRO-Offload).")
     offload_parameters: bool = Field(False, description="Keep sharded parameters in CPU memory (ZeRO-Infinity).")
 
 
-class TrainingConfig(_Strict):
+class TrainingConfig(StrictConfig):
     """Fields shared by every recipe. Use `SFTRecipeConfig` or `DPORecipeConfig`."""
 
     learning_rate: float = Field(2e-5, gt=0.0, lt=1.0, description="Peak AdamW learning rate.")
@@ -121,7 +131,7 @@ class TrainingConfig(_Strict):
                              "adapters train anyway. Set one of them")
         return self
 
-    def _trainer_arguments(self, output_dir: str, runtime: Runtime) -> dict[str, Any]:
+    def trainer_arguments(self, output_dir: str, runtime: Runtime) -> dict[str, Any]:
         """Arguments common to `trl.SFTConfig` and `trl.DPOConfig`."""
         return dict(
             output_dir=output_dir,
@@ -165,7 +175,7 @@ class SFTRecipeConfig(TrainingConfig):
         from trl import SFTConfig
 
         return SFTConfig(
-            **self._trainer_arguments(output_dir, runtime),
+            **self.trainer_arguments(output_dir, runtime),
             completion_only_loss=True,  # the recipe's contract: prompt tokens never contribute to the loss
             packing=False,  # packing would need flash attention to keep examples apart
         )
@@ -215,7 +225,7 @@ class DPORecipeConfig(TrainingConfig):
         from trl import DPOConfig
 
         return DPOConfig(
-            **self._trainer_arguments(output_dir, runtime),
+            **self.trainer_arguments(output_dir, runtime),
             beta=self.beta,
             loss_type=list(self.loss_type),
             loss_weights=list(self.loss_weights) if self.loss_weights is not None else None,

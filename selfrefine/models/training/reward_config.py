@@ -14,15 +14,13 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
 
-from selfrefine.models.training.config import TrainingConfig, _Strict
+from selfrefine.models.training.config import Runtime, StrictConfig, TrainingConfig
 
 if TYPE_CHECKING:
     import trl
 
-    from selfrefine.models.training.common import Runtime
 
-
-class GRMSettings(_Strict):
+class GRMSettings(StrictConfig):
     """GRM's text-generation regulariser, with the paper's defaults."""
 
     alpha: float = Field(0.01, gt=0.0, lt=1.0, description=(
@@ -37,7 +35,7 @@ class GRMSettings(_Strict):
         "response tokens and the EOS."))
 
 
-class MORESettings(_Strict):
+class MORESettings(StrictConfig):
     """MORE's per-batch reweighting of the preference sources."""
 
     max_solver_iterations: int = Field(1000, ge=1, description=(
@@ -73,7 +71,7 @@ class RewardRecipeConfig(TrainingConfig):
         from trl import RewardConfig
 
         return RewardConfig(
-            **self._trainer_arguments(output_dir, runtime),
+            **self.trainer_arguments(output_dir, runtime),
             # The recipe tokenises itself (prompt and response apart, see reward_judge) and the GRM and
             # MORE fields travel in the batch; the trainer's column pruning would drop them.
             remove_unused_columns=False,
