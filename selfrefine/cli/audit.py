@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 from selfrefine.errors import ConfigError, NotFoundError
+from selfrefine.provenance import redact
 from selfrefine.storage import repository as repo
 from selfrefine.storage.engine import default_store
 from selfrefine.storage.lineage import lineage, render_dot, render_mermaid, render_tree
@@ -115,7 +116,8 @@ def iteration_view(session, target: str) -> dict[str, Any]:
     return {"run": str(run.id), "run_name": run.name, "iteration": it.index, "iteration_id": str(it.id),
             "status": it.status.value, "prefect_flow_run_id": it.prefect_flow_run_id,
             "config_digest": run.config_digest,
-            "config": {"n_iterations": run.n_iterations, **_flatten(run.config or {})}, "stages": stages}
+            # Shown to a user: display redaction (the stored snapshot holds no secret field anyway).
+            "config": {"n_iterations": run.n_iterations, **_flatten(redact(run.config or {}))}, "stages": stages}
 
 
 def _pair(a: Any, b: Any) -> dict[str, Any]:

@@ -6,6 +6,7 @@ into a full `DataError` with `.at(path, line)`.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping
 
 from selfrefine.errors import DataError
@@ -14,10 +15,12 @@ _ROLES = ("user", "assistant", "system")
 
 
 def data_error(reason: str, *, path: str | None, line: int | None = None,
-               field: str | None = None) -> DataError:
-    """A `DataError` that also keeps its bare `reason` (for summaries of several errors)."""
+               field: str | None = None, skippable: bool = False) -> DataError:
+    """A `DataError` that also keeps its bare `reason` (for summaries of several errors) and whether
+    `on_invalid="skip"` may drop its record (`skippable`)."""
     err = DataError(reason, path=path, line=line, field=field)
     err.reason = reason  # type: ignore[attr-defined]
+    err.skippable = skippable  # type: ignore[attr-defined]
     return err
 
 
@@ -36,7 +39,8 @@ class RecordError(DataError):
 
     def at(self, path: str | None, line: int | None) -> DataError:
         """The same problem as a `DataError` naming the file and 1-based line (or row)."""
-        return data_error(self.reason, path=path, line=line, field=self.field)
+        return data_error(self.reason, path=path, line=line, field=self.field,
+                          skippable=self.skippable)
 
 
 def _type_name(value: Any) -> str:
@@ -51,6 +55,35 @@ def require_mapping(obj: Any) -> Mapping[str, Any]:
     return obj
 
 
+def utf8_text(value: str, field: str) -> str:
+    """`value` if it can be written as UTF-8. JSON escapes such as "\\ud800" decode to lone
+    surrogates, which no UTF-8 file, hash or database column can hold."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise RecordError(f"text cannot be encoded as UTF-8: a lone surrogate "
+                          f"{value[exc.start]!r} at character {exc.start + 1}; fix the \\u escape "
+                          "(a surrogate pair needs both halves)", field=field) from None
+    return value
+
+
+def finite_number(value: Any, field: str) -> float:
+    """A number field as a float: booleans, NaN, infinities and integers too large for a float
+    (JSON `NaN`, `Infinity` and `1e999` all read as non-finite) are refused."""
+    if value is None:
+        raise RecordError("missing", field=field)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise RecordError(f"expected a number, got {_type_name(value)}", field=field)
+    try:
+        number = float(value)
+    except OverflowError:
+        raise RecordError("number too large for a float; expected a finite number",
+                          field=field) from None
+    if not math.isfinite(number):
+        raise RecordError(f"expected a finite number, got {value!r}", field=field)
+    return number
+
+
 def get_str(row: Mapping[str, Any], name: str, *, where: str | None = None) -> str:
     """A required string field."""
     if name not in row or row[name] is None:
@@ -58,7 +91,7 @@ def get_str(row: Mapping[str, Any], name: str, *, where: str | None = None) -> s
     value = row[name]
     if not isinstance(value, str):
         raise RecordError(f"expected a string, got {_type_name(value)}", field=where or name)
-    return value
+    return utf8_text(value, where or name)
 
 
 def get_optional_str(row: Mapping[str, Any], name: str) -> str | None:
@@ -66,7 +99,7 @@ def get_optional_str(row: Mapping[str, Any], name: str) -> str | None:
     value = row.get(name)
     if value is not None and not isinstance(value, str):
         raise RecordError(f"expected a string, got {_type_name(value)}", field=name)
-    return value
+    return value if value is None else utf8_text(value, name)
 
 
 def parse_turns(value: Any, name: str) -> list[dict[str, str]]:

@@ -16,21 +16,22 @@ field for a row it cannot use; nothing here touches the network.
 from __future__ import annotations
 
 import itertools
-import math
 from collections import defaultdict
 from typing import Any, Iterable, Mapping
 
-from selfrefine.data.fields import RecordError, get_str, parse_turns, require_mapping
+from selfrefine.data.fields import (
+    RecordError,
+    finite_number,
+    get_str,
+    parse_turns,
+    require_mapping,
+)
 from selfrefine.data.hh import hh_pair, split_final_responses
 from selfrefine.data.schema import PreferencePair, Turn, turn
 
 
 def _number(row: Mapping[str, Any], name: str) -> float:
-    value = row.get(name)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise RecordError("missing" if value is None else f"expected a finite number, got {value!r}",
-                          field=name)
-    return float(value)
+    return finite_number(row.get(name), name)
 
 
 def hh_rlhf_pair(raw: Any, *, dimension: str, source: str) -> PreferencePair:
@@ -81,13 +82,25 @@ def ultrafeedback_pair(raw: Any, *, dimension: str, source: str) -> PreferencePa
 _OASST_ROLE = {"prompter": "user", "assistant": "assistant"}
 
 
+def _usable_text(msg: Mapping[str, Any]) -> bool:
+    text = msg.get("text")
+    if not isinstance(text, str):
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate from a JSON escape: no file or hash can hold it
+        return False
+    return True
+
+
 def oasst_pairs(rows: Iterable[Mapping[str, Any]], *, dimension: str, source: str,
                 language: str | None = None) -> list[PreferencePair]:
     """OpenAssistant message rows → pairs of ranked sibling replies (lower rank is better).
 
     Every two siblings with different ranks give one pair; the context is the thread from the
-    initial prompt down to their parent. Deleted messages, threads with a missing or deleted
-    ancestor, and (when `language` is set) replies in other languages are left out.
+    initial prompt down to their parent. Deleted messages, messages whose text is not a string
+    that UTF-8 can encode, threads with a missing or deleted ancestor or a parent cycle, and (when
+    `language` is set) replies in other languages are left out.
     """
     messages: dict[str, Mapping[str, Any]] = {}
     children: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
@@ -101,10 +114,12 @@ def oasst_pairs(rows: Iterable[Mapping[str, Any]], *, dimension: str, source: st
     def thread(message_id: str) -> list[Turn] | None:
         turns: list[Turn] = []
         current: str | None = message_id
+        seen: set[str] = set()
         while current is not None:
             msg = messages.get(current)
-            if msg is None or not isinstance(msg.get("text"), str):
+            if msg is None or current in seen or not _usable_text(msg):
                 return None
+            seen.add(current)
             turns.append(turn(_OASST_ROLE[msg["role"]], msg["text"]))  # type: ignore[arg-type]
             current = msg.get("parent_id")
         return turns[::-1]
@@ -112,7 +127,7 @@ def oasst_pairs(rows: Iterable[Mapping[str, Any]], *, dimension: str, source: st
     pairs = []
     for parent_id, replies in children.items():
         ranked = [r for r in replies if r["role"] == "assistant" and isinstance(r.get("rank"), int)
-                  and isinstance(r.get("text"), str) and (language is None or r.get("lang") == language)]
+                  and _usable_text(r) and (language is None or r.get("lang") == language)]
         if len(ranked) < 2:
             continue
         context = thread(parent_id)

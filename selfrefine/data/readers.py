@@ -1,15 +1,17 @@
 """Stream raw records from JSONL, JSONL.gz and Parquet files, one at a time, with 1-based line
 (or row) numbers.
 
-Problems with a single line (malformed JSON, invalid UTF-8, a line over the size guard) are
-yielded as `DataError`s in place of the record so a validator can report several at once; problems
-with the file as a whole (missing, unsupported type, corrupt gzip or Parquet) raise.
+Problems with a single line (malformed JSON, JSON the decoder refuses for its recursion or
+integer-length limits, invalid UTF-8, a line over the size guard) are yielded as `DataError`s in
+place of the record so a validator can report several at once; problems with the file as a whole
+(missing, unsupported type, corrupt gzip or Parquet) raise.
 """
 
 from __future__ import annotations
 
 import gzip
 import json
+import sys
 import zlib
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator
@@ -89,7 +91,7 @@ def _iter_jsonl(fh: BinaryIO, path: str, max_line_bytes: int) -> Iterator[RawRec
         if not text.strip():
             continue
         try:
-            yield line_no, json.loads(text)
+            value = json.loads(text)
         except json.JSONDecodeError as exc:
             if not ended:  # only the last line of a file can lack its newline
                 message = (f"truncated last line: malformed JSON at end of file ({exc.msg}); the "
@@ -97,6 +99,23 @@ def _iter_jsonl(fh: BinaryIO, path: str, max_line_bytes: int) -> Iterator[RawRec
             else:
                 message = f"malformed JSON: {exc.msg} at column {exc.colno}"
             yield line_no, data_error(message, path=path, line=line_no)
+        except (RecursionError, ValueError) as exc:
+            # Well-formed JSON past the decoder's limits: one unusable record, not a corrupt file.
+            yield line_no, data_error(_decoder_limit(exc), path=path, line=line_no, skippable=True)
+        else:
+            yield line_no, value
+
+
+def _decoder_limit(exc: BaseException) -> str:
+    """The reason for valid-looking JSON the decoder refuses: nesting deeper than its recursion
+    limit, or an integer literal longer than Python's int-string conversion limit."""
+    if isinstance(exc, RecursionError):
+        return ("JSON nested too deeply for the decoder (its recursion limit); a record is a flat "
+                "object of strings and lists of turns")
+    if "integer string conversion" in str(exc):
+        return (f"an integer literal has more than {sys.get_int_max_str_digits()} digits; write "
+                "it as a string or a float")
+    return f"the JSON decoder refused the line ({exc})"
 
 
 def _iter_parquet(path: Path) -> Iterator[RawRecord]:

@@ -15,7 +15,14 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from selfrefine.data.fields import RecordError, get_optional_str, get_str, parse_turns, require_mapping
+from selfrefine.data.fields import (
+    RecordError,
+    get_optional_str,
+    get_str,
+    parse_turns,
+    require_mapping,
+    utf8_text,
+)
 from selfrefine.data.hh import hh_context, hh_pair, split_final_responses
 from selfrefine.data.schema import PreferencePair, PromptItem, Turn, turn
 
@@ -32,7 +39,7 @@ def record_labels(row: Mapping[str, Any], dimension: str | None, source: str) ->
 def prompt_turns(value: Any, name: str) -> list[Turn]:
     """A prompt given as a string (one user turn) or as a list of turns."""
     if isinstance(value, str):
-        return [turn("user", value)]
+        return [turn("user", utf8_text(value, name))]
     _require_text_or_turns(value, name)
     return parse_turns(value, name)  # type: ignore[return-value]
 
@@ -48,7 +55,7 @@ def _require_text_or_turns(value: Any, name: str) -> None:
 def _response_turns(row: Mapping[str, Any], name: str) -> list[Turn]:
     value = row.get(name)
     if isinstance(value, str):
-        return [turn("assistant", value)]
+        return [turn("assistant", utf8_text(value, name))]
     _require_text_or_turns(value, name)
     return parse_turns(value, name)  # type: ignore[return-value]
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Literal, Mapping, TypedDict
 
 from selfrefine.data.fields import (
     RecordError,
+    finite_number,
     get_optional_str,
     get_str,
     parse_turns,
@@ -193,14 +193,11 @@ def parse_candidates(value: Any) -> list[Candidate]:
         if not isinstance(raw, Mapping):
             raise RecordError(f"expected an object, got {type(raw).__name__}", field=where)
         output = get_str(raw, "output", where=f"{where}.output")
-        pref = raw.get("preference")
-        if isinstance(pref, bool) or not isinstance(pref, (int, float)):
-            raise RecordError(f"expected a number, got {type(pref).__name__}" if pref is not None
-                              else "missing", field=f"{where}.preference")
-        if not math.isfinite(pref) or not 1.0 <= pref <= 2.0:
+        pref = finite_number(raw.get("preference"), f"{where}.preference")
+        if not 1.0 <= pref <= 2.0:
             raise RecordError(f"preference {pref} is outside [1, 2] (1 = reference better, "
                               "2 = this output better)", field=f"{where}.preference")
-        out.append(Candidate(output, float(pref)))
+        out.append(Candidate(output, pref))
     return out
 
 

@@ -4,8 +4,9 @@
 the normalised schema, check it (non-empty responses, chosen ≠ rejected, known dimension, ...) and
 return the items, or raise one `DataError` that reports the first problem and up to `max_errors`
 in all. With `on_invalid="skip"`, records with content problems are dropped and counted instead
-(for public sets with known defects); syntax errors, unknown dimensions and an empty result
-always raise.
+(for public sets with known defects); this includes well-formed JSON the decoder refuses (nesting
+or integer length past its limits) and any error a value causes while normalising a record.
+Syntax errors, unknown dimensions and an empty result always raise.
 """
 
 from __future__ import annotations
@@ -127,6 +128,22 @@ class DimensionCheck:
 
 # --- the collecting loop --------------------------------------------------------------------------
 
+# What converting one record can raise besides `RecordError` when a value slips past the field
+# checks (an encoding, arithmetic or type error deep in normalisation): still one problem of that
+# record, named by file and line, and skippable like any other.
+_UNFORESEEN = (ValueError, TypeError, ArithmeticError, RecursionError)
+
+
+def _convert_checked(convert: Callable[[Any], T], dims: DimensionCheck, raw: Any) -> T:
+    try:
+        item = dims.apply(convert(raw))
+        _CHECKS[type(item)](item)
+    except _UNFORESEEN as exc:
+        detail = (str(exc).splitlines() or [""])[0][:200]
+        raise RecordError(f"cannot normalise the record ({type(exc).__name__}: {detail})") from exc
+    return item
+
+
 def collect(records: Iterable[tuple[int | None, Any]], convert: Callable[[Any], T], *,
             where: str, on_invalid: OnInvalid = "error", max_errors: int = DEFAULT_MAX_ERRORS,
             limit: int | None = None, extra_dimensions: Mapping[str, str] | None = None,
@@ -143,12 +160,12 @@ def collect(records: Iterable[tuple[int | None, Any]], convert: Callable[[Any], 
     errors: list[DataError] = []
     valid = 0
     for line, raw in records:
-        if isinstance(raw, DataError):
-            errors.append(raw)
+        if isinstance(raw, DataError):  # the reader's: skippable only when the JSON was well-formed
+            skippable = on_invalid == "skip" and getattr(raw, "skippable", False)
+            (skipped if skippable else errors).append(raw)
         else:
             try:
-                item = dims.apply(convert(raw))
-                _CHECKS[type(item)](item)
+                item = _convert_checked(convert, dims, raw)
             except RecordError as exc:
                 err = exc.at(where, line)
                 if on_invalid == "skip" and exc.skippable:

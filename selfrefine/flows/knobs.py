@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from selfrefine.flows.config import RunConfig, parse_config
+from selfrefine.models.generation.base import MAX_NEW_TOKENS
 
 KEEP = " None keeps the preset's value."
 
@@ -27,7 +28,7 @@ class RunKnobs(BaseModel):
     samples_per_direction: int | None = Field(None, ge=1, description=(
         "Candidates generated per prompt for each of 'more' and 'less' {dimension} "
         "(generate.samples_per_direction)." + KEEP))
-    max_new_tokens: int | None = Field(None, ge=1, description=(
+    max_new_tokens: int | None = Field(None, ge=1, le=MAX_NEW_TOKENS, description=(
         "Longest generated response, in tokens (generate.max_new_tokens)." + KEEP))
     rationales_per_pair: int | None = Field(None, ge=1, description=(
         "STaR rationales sampled per labelled pair (bootstrap_rationales.samples_per_pair)." + KEEP))

@@ -17,13 +17,13 @@ from dataclasses import dataclass
 
 from prefect import flow, task
 
-from selfrefine.errors import ConfigError, NotFoundError, SelfRefineError, StageFailedError
+from selfrefine.errors import ConfigError, LeaseHeldError, NotFoundError, SelfRefineError, StageFailedError
 from selfrefine.flows.config import STAGES, RunConfig, load_preset
 from selfrefine.flows.dispatch import dispatch_stage
 from selfrefine.flows.knobs import RunKnobs, apply_knobs
 from selfrefine.flows.lease import RunLease
 from selfrefine.flows import plots, report
-from selfrefine.provenance import digest_json, host_name, library_versions, redact, redact_text
+from selfrefine.provenance import config_snapshot, digest_json, host_name, library_versions, redact_text
 from selfrefine.storage import repository as repo
 from selfrefine.storage.engine import Store, default_store
 from selfrefine.storage.schema import Iteration, Run, RunStatus, utcnow
@@ -91,11 +91,27 @@ def check_policy_prompts_held_out(config: ingest.IngestConfig) -> None:
                         "trained on: take them out of one of the two (for the demo source, with skip/limit)")
 
 
+# The config fields that name a model (an alias, a hub id, an artifact id or a local directory).
+MODEL_FIELDS = ("train_judge.base_model", "evaluate.judge_model", "evaluate_policy.evaluator",
+                "evaluate_policy.base_policy", "score_filter.embedding_model")
+
+
+def check_model_paths(cfg: RunConfig) -> None:
+    """Every local model directory the config names lies inside $SELFREFINE_DATA_ROOT when it is set
+    (a config typed into the UI reads no directory the operator did not allow)."""
+    from selfrefine.data.paths import confine_model_name
+
+    for field in MODEL_FIELDS:
+        section, name = field.split(".")
+        confine_model_name(getattr(getattr(cfg, section), name), field)
+
+
 def check_models(cfg: RunConfig) -> None:
     """A missing, unreachable or corrupted model fails here, not after the run's first stages."""
     from selfrefine.models.embedding import resolve_embedder
     from selfrefine.models.loading import check_model
 
+    check_model_paths(cfg)  # before anything is read from a model directory
     names = [cfg.train_judge.base_model, cfg.evaluate.judge_model]
     if cfg.evaluates_policy:
         names.append(cfg.base_policy())
@@ -150,9 +166,10 @@ def iteration_flow(run_id: uuid.UUID, index: int, cfg: RunConfig, ingest_config:
     try:
         new = _iteration_stages(cfg, ingest_config, carry, it, index, retries)
     except BaseException as exc:
-        with store.session() as s:
-            row = s.get_one(Iteration, it.id)
-            row.status, row.ended_at, row.error = RunStatus.failed, utcnow(), str(exc)[:4000]
+        if not isinstance(exc, LeaseHeldError):  # the new driver owns the iteration's status now
+            with store.session() as s:
+                row = s.get_one(Iteration, it.id)
+                row.status, row.ended_at, row.error = RunStatus.failed, utcnow(), str(exc)[:4000]
         raise
     with store.session() as s:
         row = s.get_one(Iteration, it.id)
@@ -245,6 +262,9 @@ def _drive(store: Store, run_id: uuid.UUID, cfg: RunConfig, ingest_config: inges
                 carry = iteration_flow(run_id, index, cfg, ingest_config, carry, retries)
             plots.plot_run_task(run_id)  # the run's pictures, linked from the last iteration
         except BaseException as exc:
+            if isinstance(exc, LeaseHeldError):
+                # Another process took the run over: its status is that driver's to write.
+                raise
             with store.session() as s:
                 run = s.get_one(Run, run_id)
                 run.status, run.ended_at, run.error = RunStatus.failed, utcnow(), redact_text(str(exc))[:4000]
@@ -284,7 +304,7 @@ def self_refine(preset: str = "cpu", n_iterations: int = 2, knobs: RunKnobs = Ru
     flow_id, _ = prefect_run_ids()
     with store.session() as s:
         run = repo.create_run(s, name=cfg.name, n_iterations=n_iterations,
-                              config=redact(cfg.model_dump(mode="json")), config_digest=config_digest(cfg),
+                              config=config_snapshot(cfg), config_digest=config_digest(cfg),
                               host=host_name(), versions=library_versions(), prefect_flow_run_id=flow_id)
         run_id = run.id
     log.info("selfrefine run %s: %d iterations of %r", run_id, n_iterations, cfg.name)
@@ -303,6 +323,11 @@ def prepare_resume(run_id: str, config: RunConfig | None = None,
             raise NotFoundError(f"{run_id!r} is a {repo.describe(obj)}, not a run")
         run_uuid, stored, n_iterations, stored_digest = obj.id, obj.config, obj.n_iterations, obj.config_digest
     cfg = config if config is not None else RunConfig.model_validate(stored)
+    if config is None and config_digest(cfg) != stored_digest:
+        # The stored snapshot no longer yields the digest the run started with (a snapshot recorded
+        # with values redacted): continuing from it would run a different config.
+        raise ConfigError(f"run {run_uuid}'s stored config does not reproduce the config it was started "
+                          "with; resume it with that config given again (selfrefine resume RUN --config FILE)")
     if config_digest(cfg) != stored_digest and not allow_config_change:
         raise ConfigError(f"run {run_uuid} was started with a different configuration; resume "
                           "with its own config, or pass allow_config_change to recompute the "
@@ -324,7 +349,7 @@ def resume(run_id: str, config: RunConfig | None = None, allow_config_change: bo
     if config is not None:
         with store.session() as s:
             row = s.get_one(Run, run_uuid)
-            row.config, row.config_digest = redact(cfg.model_dump(mode="json")), config_digest(cfg)
+            row.config, row.config_digest = config_snapshot(cfg), config_digest(cfg)
     log.info("resuming selfrefine run %s", run_uuid)
     _drive(store, run_uuid, cfg, preflight(cfg), n_iterations, stage_retries)
     return str(run_uuid)

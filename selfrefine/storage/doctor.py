@@ -10,7 +10,9 @@ look for what a fault can leave behind, and for damage done from outside:
   storing and registering, or files copied in by hand);
 - `check_abandoned_staging`: staging directories whose process died (no live process holds
   their lock);
-- `check_stale_runs`: stage runs, iterations and runs left `running` by a process that is gone.
+- `check_stale_runs`: stage runs, iterations and runs left `running` by a process that is gone
+  (dead, or silent past its heartbeat or lease: the rule in `storage/liveness.py`, which the
+  runner and the run lease use too).
 
 None of them changes anything. `repair` applies the two repairs that are always safe: it marks
 stale rows failed (so `selfrefine show` and the UI tell the truth) and removes abandoned
@@ -29,9 +31,10 @@ from pathlib import Path
 from sqlalchemy import and_, func, select, update
 
 from selfrefine.errors import ArtifactIntegrityError
-from selfrefine.provenance import host_name, pid_alive
+from selfrefine.storage import repository as repo
 from selfrefine.storage.artifacts import ArtifactStore
 from selfrefine.storage.engine import Store
+from selfrefine.storage.liveness import lease_is_live, stage_run_is_stale
 from selfrefine.storage.schema import (
     Artifact,
     ArtifactEdge,
@@ -43,10 +46,6 @@ from selfrefine.storage.schema import (
     StageStatus,
     utcnow,
 )
-
-# How old a stage run's heartbeat must be, on another host, before the row counts as abandoned
-# (on this host the process id is checked directly); the runner takes such rows over after it too.
-from selfrefine.tasks.runner import STALE_AFTER
 
 DIED = "its process is gone (found by selfrefine doctor); continue with `selfrefine resume`"
 
@@ -156,26 +155,6 @@ def _aware(ts: datetime | None) -> datetime | None:
     return ts
 
 
-def stage_run_is_stale(row: StageRun) -> bool:
-    """A `running` stage run whose process is gone: dead on this host, or silent elsewhere."""
-    if row.host == host_name() and row.pid is not None:
-        return not pid_alive(row.pid)
-    beat = _aware(row.heartbeat_at)
-    return beat is None or utcnow() - beat > STALE_AFTER
-
-
-def lease_is_live(run: Run) -> bool:
-    """Whether a live process (as far as can be told from here) holds the run's lease."""
-    owner, expires = run.lease_owner, _aware(run.lease_expires_at)
-    if not owner:
-        return False
-    host, _, rest = owner.partition(":")
-    pid = rest.split(":", 1)[0]
-    if host == host_name() and pid.isdigit():
-        return pid_alive(int(pid))
-    return expires is not None and expires > utcnow()
-
-
 def check_stale_runs(store: Store) -> list[Finding]:
     """Stage runs, iterations and runs marked `running` whose process is gone."""
     findings = []
@@ -185,7 +164,7 @@ def check_stale_runs(store: Store) -> list[Finding]:
             if stage_run_is_stale(row):
                 findings.append(Finding("stale_stage_run", str(row.id), (
                     f"stage {row.stage} was left running by process {row.pid} on {row.host} (heartbeat "
-                    f"{_when(row.heartbeat_at)}), which is gone; --fix marks it failed"), fixable=True))
+                    f"{_when(row.heartbeat_at)}), which is dead or stopped beating; --fix marks it failed"), fixable=True))
         live_runs = {run.id for run in s.scalars(select(Run)) if lease_is_live(run)}
         for run in s.scalars(select(Run).where(Run.status == RunStatus.running).order_by(Run.created)):
             if run.id not in live_runs:
@@ -247,13 +226,8 @@ def _fail_stale_stage_run(store: Store, row_id: uuid.UUID) -> bool:
         row = s.get(StageRun, row_id)
         if row is None or row.status != StageStatus.running or not stage_run_is_stale(row):
             return False
-        # Conditional on the same claim (pid, attempt): a resume that took the row over since wins.
-        result = s.execute(update(StageRun).where(
-            StageRun.id == row_id, StageRun.status == StageStatus.running,
-            StageRun.attempt == row.attempt, StageRun.pid == row.pid)
-            .values(status=StageStatus.failed, ended_at=utcnow(), error=f"stage run {DIED}")
-            .execution_options(synchronize_session=False))
-        return result.rowcount == 1
+        # Conditional on the row as read: a resume that took it over, or a beat since, wins.
+        return repo.fail_stage_run(s, row_id, row.attempt, f"stage run {DIED}", seen=row)
 
 
 def _fail_stale_run(store: Store, run_id: uuid.UUID) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import math
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta, timezone
@@ -25,6 +27,8 @@ from selfrefine.storage.schema import (
     StageStatus,
     utcnow,
 )
+
+log = logging.getLogger(__name__)
 
 # -- runs and iterations -----------------------------------------------------------------------
 
@@ -67,24 +71,40 @@ def stage_runs_of(session: Session, iteration_id: uuid.UUID) -> list[StageRun]:
 # -- leases ------------------------------------------------------------------------------------
 
 
-def acquire_run_lease(session: Session, run_id: uuid.UUID, owner: str, ttl: timedelta) -> bool:
+def acquire_run_lease(session: Session, run_id: uuid.UUID, owner: str, ttl: timedelta,
+                      process: Mapping[str, Any] | None = None) -> bool:
     """Take the run's lease for `owner` if it is free, expired or already ours (one UPDATE, so two
-    processes racing for it cannot both win). Returns whether `owner` now holds it."""
+    processes racing for it cannot both win). `process` (boot_id, pid_ns, started) records where
+    the owner's pid is valid. Returns whether `owner` now holds it."""
     now = utcnow()
+    process = process or {}
     result = session.execute(
         update(Run)
         .where(Run.id == run_id)
         .where((Run.lease_owner.is_(None)) | (Run.lease_expires_at < now) | (Run.lease_owner == owner))
-        .values(lease_owner=owner, lease_expires_at=now + ttl)
+        .values(lease_owner=owner, lease_expires_at=now + ttl, lease_boot_id=process.get("boot_id"),
+                lease_pid_ns=process.get("pid_ns"), lease_pid_start=process.get("started"))
         # Not evaluated in Python against loaded rows: SQLite returns naive datetimes, which do
         # not compare with `now`; the database decides, and the caller reloads what it needs.
         .execution_options(synchronize_session=False))
     return result.rowcount == 1
 
 
-def release_run_lease(session: Session, run_id: uuid.UUID, owner: str) -> None:
-    session.execute(update(Run).where(Run.id == run_id, Run.lease_owner == owner)
-                    .values(lease_owner=None, lease_expires_at=None))
+def renew_run_lease(session: Session, run_id: uuid.UUID, owner: str, ttl: timedelta) -> bool:
+    """Extend the lease if `owner` still holds it (expired or not, as long as no other process
+    took it since); returns False once it has been taken."""
+    result = session.execute(update(Run).where(Run.id == run_id, Run.lease_owner == owner)
+                             .values(lease_expires_at=utcnow() + ttl)
+                             .execution_options(synchronize_session=False))
+    return result.rowcount == 1
+
+
+def release_run_lease(session: Session, run_id: uuid.UUID, owner: str) -> bool:
+    """Give the lease up if `owner` still holds it; returns whether it did."""
+    result = session.execute(update(Run).where(Run.id == run_id, Run.lease_owner == owner)
+                             .values(lease_owner=None, lease_expires_at=None)
+                             .execution_options(synchronize_session=False))
+    return result.rowcount == 1
 
 
 # -- stage runs --------------------------------------------------------------------------------
@@ -138,17 +158,44 @@ def replace_input_edges(session: Session, stage_run_id: uuid.UUID,
                                  kind=EdgeKind.uses, role=role))
 
 
-def stale_running_stage_runs(session: Session, heartbeat_timeout: timedelta) -> list[StageRun]:
-    cutoff = utcnow() - heartbeat_timeout
-    return list(session.scalars(select(StageRun).where(
-        StageRun.status == StageStatus.running,
-        (StageRun.heartbeat_at.is_(None)) | (StageRun.heartbeat_at < cutoff))))
+def _as_seen(row: StageRun):
+    """The WHERE clause matching `row` only as it was read: same status, attempt and heartbeat.
+    Every claim raises `attempt` and every beat moves `heartbeat_at`, so an UPDATE under it
+    changes nothing if any process claimed or beat the row since."""
+    beat = (StageRun.heartbeat_at.is_(None) if row.heartbeat_at is None
+            else StageRun.heartbeat_at == row.heartbeat_at)
+    return (StageRun.id == row.id, StageRun.status == row.status, StageRun.attempt == row.attempt, beat)
 
 
-def touch_heartbeat(session: Session, stage_run_id: uuid.UUID) -> None:
-    session.execute(update(StageRun).where(StageRun.id == stage_run_id,
-                                           StageRun.status == StageStatus.running)
-                    .values(heartbeat_at=utcnow()))
+def take_over_stage_run(session: Session, row: StageRun, values: Mapping[str, Any]) -> bool:
+    """Claim `row` (failed, pending, reused, or running but stale, as read) with one conditional
+    UPDATE, setting `values` and `attempt + 1`. Of two processes that read the same row and both
+    try, exactly one wins; returns whether this one did."""
+    result = session.execute(update(StageRun).where(*_as_seen(row))
+                             .values(**values, attempt=row.attempt + 1)
+                             .execution_options(synchronize_session=False))
+    return result.rowcount == 1
+
+
+def fail_stage_run(session: Session, row_id: uuid.UUID, attempt: int, error: str,
+                   seen: StageRun | None = None) -> bool:
+    """Mark claim (row, attempt) failed if it is still running; with `seen`, only if the row is
+    unchanged since it was read (doctor's repair of a stale row). Returns whether it did."""
+    where = _as_seen(seen) if seen is not None else (
+        StageRun.id == row_id, StageRun.status == StageStatus.running, StageRun.attempt == attempt)
+    result = session.execute(update(StageRun).where(*where)
+                             .values(status=StageStatus.failed, error=error, ended_at=utcnow())
+                             .execution_options(synchronize_session=False))
+    return result.rowcount == 1
+
+
+def touch_heartbeat(session: Session, stage_run_id: uuid.UUID, attempt: int) -> bool:
+    """Beat for claim (row, attempt); False when the row is no longer running under that claim."""
+    result = session.execute(update(StageRun).where(StageRun.id == stage_run_id,
+                                                    StageRun.status == StageStatus.running,
+                                                    StageRun.attempt == attempt)
+                             .values(heartbeat_at=utcnow()).execution_options(synchronize_session=False))
+    return result.rowcount == 1
 
 
 # -- artifacts and metrics ---------------------------------------------------------------------
@@ -169,8 +216,23 @@ def register_artifact(session: Session, stored: StoredObject, *, kind: str, name
 
 def add_metrics(session: Session, stage_run_id: uuid.UUID,
                 metrics: Iterable[tuple[str, float, Mapping[str, Any]]]) -> int:
-    rows = [Metric(stage_run_id=stage_run_id, name=name, value=float(value), labels=dict(labels))
-            for name, value, labels in metrics]
+    """Add a stage run's metric rows; returns how many were added.
+
+    A NaN or infinite value (or label) is left out with a warning, as `flatten_metrics` does:
+    SQLite turns NaN into NULL, which the NOT NULL column refuses (failing the whole registration),
+    PostgreSQL stores it and every comparison and plot downstream then reads a non-number, and
+    PostgreSQL's JSON refuses a NaN label. An undefined statistic (e.g. an accuracy over no items)
+    is absent, not a reason to discard the stage's outputs.
+    """
+    rows = []
+    for name, value, labels in metrics:
+        number = float(value)
+        bad = [k for k, v in labels.items() if isinstance(v, float) and not math.isfinite(v)]
+        if not math.isfinite(number) or bad:
+            what = f"label {bad[0]!r} is {labels[bad[0]]}" if bad else f"value is {number}"
+            log.warning("metric %s of stage run %s: %s; not stored", name, stage_run_id, what)
+            continue
+        rows.append(Metric(stage_run_id=stage_run_id, name=name, value=number, labels=dict(labels)))
     session.add_all(rows)
     return len(rows)
 

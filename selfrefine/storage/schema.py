@@ -101,6 +101,10 @@ class Run(Base):
     # Lease: the process currently driving the run ("host:pid:token") and until when it holds it.
     lease_owner: Mapped[str | None] = mapped_column(String(255))
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Where the lease owner's pid is valid and which process had it (storage/liveness.py).
+    lease_boot_id: Mapped[str | None] = mapped_column(String(64))
+    lease_pid_ns: Mapped[str | None] = mapped_column(String(64))
+    lease_pid_start: Mapped[int | None] = mapped_column(BigInteger)
 
     iterations: Mapped[list[Iteration]] = relationship(
         back_populates="run", lazy="raise", order_by="Iteration.index")
@@ -154,6 +158,12 @@ class StageRun(Base):
     seed: Mapped[int | None] = mapped_column(Integer)
     host: Mapped[str | None] = mapped_column(String(255))
     pid: Mapped[int | None] = mapped_column(Integer)
+    # With host and pid, what names the process holding a running row, so that a reused pid or
+    # another container under the same host name is told apart (storage/liveness.py): the
+    # kernel's boot id, the PID namespace and the process start time.
+    boot_id: Mapped[str | None] = mapped_column(String(64))
+    pid_ns: Mapped[str | None] = mapped_column(String(64))
+    pid_start: Mapped[int | None] = mapped_column(BigInteger)
     placement: Mapped[str] = mapped_column(String(100), default="inline")
     prefect_flow_run_id: Mapped[str | None] = mapped_column(String(64))
     prefect_task_run_id: Mapped[str | None] = mapped_column(String(64))

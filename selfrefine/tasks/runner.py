@@ -7,7 +7,8 @@ Given a stage name, its config and its input artifact ids, `run_stage`:
 3. reuses a completed stage run with that key whose outputs still verify (an altered output
    marks that run `invalidated` and the stage recomputes);
 4. otherwise claims this iteration's row (`running`, attempt + 1; a `running` row whose process
-   is dead or whose heartbeat stopped is stale and is taken over), runs the function in a staging
+   is dead or whose heartbeat stopped is stale and is taken over, by the rule in
+   storage/liveness.py, with one conditional UPDATE), runs the function in a staging
    directory, stores the outputs by digest and registers them, their lineage edges and metrics
    in one transaction; a failure is recorded with its error and re-raised.
 
@@ -20,13 +21,11 @@ import logging
 import os
 import signal
 import sys
-import threading
 import time
 import traceback
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,18 +33,15 @@ from pydantic import BaseModel
 from sqlalchemy.exc import IntegrityError
 
 from selfrefine.errors import ArtifactIntegrityError, LeaseHeldError, NotFoundError, StoreError
-from selfrefine.provenance import host_name, library_versions, pid_alive, redact, redact_text
+from selfrefine.provenance import config_snapshot, library_versions, redact_text
 from selfrefine.storage import repository as repo
 from selfrefine.storage.artifacts import ArtifactStore
 from selfrefine.storage.engine import Store, default_store
+from selfrefine.storage.liveness import Heartbeat, claim_fields, stage_run_is_stale
 from selfrefine.storage.schema import Artifact, StageRun, StageStatus, utcnow
 from selfrefine.tasks.keys import stage_key
 
 log = logging.getLogger(__name__)
-
-HEARTBEAT_INTERVAL = timedelta(seconds=20)
-# A running row on another host is stale once its heartbeat is this old.
-STALE_AFTER = timedelta(minutes=3)
 
 
 @dataclass(frozen=True)
@@ -111,8 +107,8 @@ def run_stage(stage: str, fn: StageFn, config: BaseModel, inputs: Mapping[str, u
         log.info("%s: reused stage run %s (key %s)", stage, str(reused.stage_run_id)[:8], key[:12])
         return reused
 
-    row_id = _claim(store, stage, key, iteration_id, config, code_version, seed, placement)
-    heartbeat = _Heartbeat(store, row_id)
+    row_id, attempt = _claim(store, stage, key, iteration_id, config, code_version, seed, placement)
+    heartbeat = Heartbeat(store, row_id, attempt)
     heartbeat.start()
     try:
         _fault(stage, "start", store, iteration_id)
@@ -127,10 +123,10 @@ def run_stage(stage: str, fn: StageFn, config: BaseModel, inputs: Mapping[str, u
             stored = {role: (artifacts.put(_inside(out_dir, out.path, stage, role)), out)
                       for role, out in result.outputs.items()}
         _fault(stage, "before_register", store, iteration_id)
-        outcome = _register(store, row_id, key, stage, resolved, stored, result.metrics)
+        outcome = _register(store, row_id, key, stage, resolved, stored, result.metrics, attempt)
     except BaseException as exc:
         heartbeat.stop()
-        _record_failure(store, row_id, exc)
+        _record_failure(store, row_id, exc, attempt)
         raise
     heartbeat.stop()
     _fault(stage, "after_register", store, iteration_id)
@@ -197,28 +193,44 @@ def _try_reuse(store, artifacts, key, stage, iteration_id, resolved, config, see
         return StageOutcome(row.id, key, "reused", output_ids)
 
 
-def _claim(store, stage, key, iteration_id, config, code_version, seed, placement) -> uuid.UUID:
-    """Make this iteration's row `running` for this process; refuse if a live process has it."""
-    for _ in range(3):
+def _claim(store, stage, key, iteration_id, config, code_version, seed,
+           placement) -> tuple[uuid.UUID, int]:
+    """Make this iteration's row `running` for this process and return the claim (row id, attempt);
+    refuse if a live process has it. An existing row is taken with one conditional UPDATE on the
+    row as read, so of two processes taking over the same stale row exactly one wins; a new row is
+    an INSERT, which the (iteration, stage) unique constraint lets only one process make."""
+    for _ in range(5):
         try:
             with store.session() as s:
                 row = repo.stage_run_for(s, iteration_id, stage)
-                if row is None:
-                    row = StageRun(iteration_id=iteration_id, stage=stage, attempt=0)
-                    s.add(row)
-                elif row.status == StageStatus.running and not _is_stale(row):
-                    raise LeaseHeldError(
-                        f"stage {stage} of this iteration is running in process {row.pid} on "
-                        f"{row.host} (heartbeat {repo.ago(row.heartbeat_at)}); wait for it or stop it")
-                elif row.status in _MADE_OUTPUTS:
-                    row = _supersede(s, row)
-                row.stage_key, row.status, row.attempt = key, StageStatus.running, row.attempt + 1
-                row.reused_from_id, row.error, row.ended_at = None, None, None
-                row.placement = placement
-                row.started_at = row.heartbeat_at = utcnow()
+                if row is not None and row.status == StageStatus.running:
+                    if not stage_run_is_stale(row):
+                        raise LeaseHeldError(
+                            f"stage {stage} of this iteration is running in process {row.pid} on "
+                            f"{row.host} (heartbeat {repo.ago(row.heartbeat_at)} UTC); wait for it or stop it")
+                    log.warning("%s: taking over stage run %s, left running by process %s on %s "
+                                "(heartbeat %s UTC)", stage, str(row.id)[:8], row.pid, row.host,
+                                repo.ago(row.heartbeat_at))
+                now = utcnow()
+                claim = {"stage_key": key, "status": StageStatus.running, "reused_from_id": None,
+                         "error": None, "ended_at": None, "placement": placement,
+                         "started_at": now, "heartbeat_at": now}
+                if row is None or row.status in _MADE_OUTPUTS:
+                    if row is None:
+                        row = StageRun(iteration_id=iteration_id, stage=stage, attempt=0)
+                        s.add(row)
+                    else:
+                        row = _supersede(s, row)
+                    for name, value in claim.items():
+                        setattr(row, name, value)
+                    row.attempt += 1
+                elif repo.take_over_stage_run(s, row, claim):
+                    s.refresh(row)
+                else:
+                    continue  # another process claimed or beat the row since it was read: look again
                 _stamp(row, config, code_version, seed)
                 s.flush()
-                return row.id
+                return row.id, row.attempt
         except IntegrityError:  # another process created the same (iteration, stage) row first
             continue
     raise StoreError(f"could not claim stage {stage}: concurrent writers kept conflicting")
@@ -241,9 +253,13 @@ def _supersede(s, row: StageRun) -> StageRun:
     return new
 
 
-def _register(store, row_id, key, stage, resolved, stored, metrics) -> StageOutcome:
+def _register(store, row_id, key, stage, resolved, stored, metrics, attempt) -> StageOutcome:
     try:
         with store.session() as s:
+            # First, and conditional on the claim: a row taken over as stale is not ours to complete.
+            if not repo.touch_heartbeat(s, row_id, attempt):
+                raise LeaseHeldError(f"stage {stage}: stage run {row_id} was taken over by another "
+                                     "process (its heartbeat was stale); outputs not registered")
             row = s.get_one(StageRun, row_id)
             repo.replace_input_edges(s, row.id, {r: a.id for r, a in resolved.items()})
             ids = {}
@@ -268,35 +284,26 @@ def _register(store, row_id, key, stage, resolved, stored, metrics) -> StageOutc
         return StageOutcome(row_id, key, "reused", outputs)
 
 
-def _record_failure(store: Store, row_id: uuid.UUID, exc: BaseException) -> None:
+def _record_failure(store: Store, row_id: uuid.UUID, exc: BaseException, attempt: int) -> None:
     text = redact_text("".join(traceback.format_exception(exc))[-8000:])
     try:
         with store.session() as s:
-            row = s.get_one(StageRun, row_id)
-            row.status, row.error, row.ended_at = StageStatus.failed, text, utcnow()
+            if not repo.fail_stage_run(s, row_id, attempt, text):
+                log.warning("stage run %s is no longer this process's claim; its failure is not "
+                            "recorded on it", row_id)
     except Exception:  # the store itself may be what failed; the original error matters more
         log.exception("could not record the failure of stage run %s", row_id)
 
 
 def _stamp(row: StageRun, config: BaseModel, code_version: str, seed: int | None) -> None:
-    row.config = redact(config.model_dump(mode="json"))
+    row.config = config_snapshot(config)  # whole but for secret fields: resume reads it
     row.code_version = code_version
     row.versions = library_versions()
-    row.seed, row.host, row.pid = seed, host_name(), os.getpid()
+    row.seed = seed
+    for name, value in claim_fields().items():  # host, pid and what tells the process apart
+        setattr(row, name, value)
     flow_id, task_id = prefect_run_ids()
     row.prefect_flow_run_id, row.prefect_task_run_id = flow_id, task_id
-
-
-def _is_stale(row: StageRun) -> bool:
-    if row.host == host_name() and row.pid is not None:
-        return not pid_alive(row.pid)
-    beat = row.heartbeat_at
-    if beat is None:
-        return True
-    if beat.tzinfo is None:
-        from datetime import timezone
-        beat = beat.replace(tzinfo=timezone.utc)
-    return utcnow() - beat > STALE_AFTER
 
 
 def _inside(out_dir: Path, path: Path, stage: str, role: str) -> Path:
@@ -319,30 +326,6 @@ def prefect_run_ids() -> tuple[str | None, str | None]:
     if flow_id is None and task_ctx is not None and task_ctx.task_run.flow_run_id:
         flow_id = str(task_ctx.task_run.flow_run_id)
     return flow_id, task_id
-
-
-class _Heartbeat:
-    """Refreshes the row's heartbeat from a daemon thread while the stage function runs."""
-
-    def __init__(self, store: Store, row_id: uuid.UUID):
-        self._store, self._row_id = store, row_id
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{row_id}", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _beat(self) -> None:
-        while not self._stop.wait(HEARTBEAT_INTERVAL.total_seconds()):
-            try:
-                with self._store.session() as s:
-                    repo.touch_heartbeat(s, self._row_id)
-            except Exception:
-                log.warning("heartbeat for stage run %s failed", self._row_id, exc_info=True)
 
 
 def _fault(stage: str, point: str, store: Store | None = None,

@@ -14,7 +14,7 @@ import pytest
 from selfrefine.flows.config import load_preset
 from selfrefine.storage import repository as repo
 from selfrefine.storage.engine import Store
-from selfrefine.storage.schema import RunStatus, StageStatus
+from selfrefine.storage.schema import Run, RunStatus, StageStatus
 from tests.flows.conftest import REPO
 
 PREFECT = [os.path.join(os.path.dirname(os.sys.executable), "prefect")]
@@ -85,3 +85,50 @@ def test_deploy_run_and_dispatch_a_stage_to_a_second_pool(cli_env, tmp_path):
             _stop(w)
         for f in logs.values():
             f.close()
+
+
+def _worker(env, pool: str, log_path) -> tuple[subprocess.Popen, object]:
+    log = open(log_path, "w")
+    return subprocess.Popen(PREFECT + ["worker", "start", "--pool", pool], cwd=REPO, env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True), log
+
+
+@pytest.mark.slow
+def test_a_stage_job_killed_on_its_worker_is_dispatched_again_by_resume(cli_env, tmp_path):
+    """The pool job of `generate` dies by SIGKILL inside the stage: its row is left `running` and
+    its flow run ends Crashed. A resume must not get that flow run back under the same idempotency
+    key: it dispatches a new attempt, which takes the dead job's row over and completes the run."""
+    from tests.flows.conftest import run_ids, selfrefine
+
+    env = {**cli_env, "SELFREFINE_PROJECT_DIR": str(REPO), "PREFECT_LOGGING_LEVEL": "INFO"}
+    _prefect(env, "work-pool", "create", "local-gpu", "--type", "process", "--overwrite")
+    _prefect(env, "--no-prompt", "deploy", "--name", "local-gpu")
+    run_args = ("--preset", "tiny", "-n", "1", "--set", "placement.generate=local-gpu")
+    worker, log = _worker({**env, "SELFREFINE_FAULT": "generate:start:kill"}, "local-gpu",
+                          tmp_path / "killing-worker.log")
+    try:
+        first = selfrefine(env, "run", *run_args, check=False)
+    finally:
+        _stop(worker)
+        log.close()
+    assert first.returncode != 0 and "Crashed" in first.stderr, first.stderr[-3000:]
+    (run_id,) = run_ids(env)
+    store = Store()
+    with store.session() as s:
+        (it,) = repo.iterations_of(s, uuid.UUID(run_id))
+        killed = repo.stage_run_for(s, it.id, "generate")
+        assert (killed.status, killed.attempt, killed.placement) == (StageStatus.running, 1, "local-gpu")
+
+    worker, log = _worker(env, "local-gpu", tmp_path / "worker.log")
+    try:
+        selfrefine(env, "resume", run_id, timeout=900)
+    finally:
+        _stop(worker)
+        log.close()
+    with store.session() as s:
+        assert s.get_one(Run, uuid.UUID(run_id)).status == RunStatus.completed
+        row = repo.stage_run_for(s, it.id, "generate")
+        assert (row.id, row.status, row.attempt) == (killed.id, StageStatus.completed, 2)
+        # A second flow run did it: not the crashed one.
+        assert row.prefect_flow_run_id not in (None, killed.prefect_flow_run_id)
+    store.dispose()

@@ -26,6 +26,8 @@ from tests.reliability.conftest import store_state
 CORPUS = Path(__file__).resolve().parent / "bad_inputs"
 CASES = yaml.safe_load((CORPUS / "cases.yaml").read_text())
 HUGE_LINE_BYTES = 20 * 1024 * 1024
+DEEP_NESTING = 100_000  # lists inside lists: far past the JSON decoder's recursion limit
+HUGE_INTEGER_DIGITS = 5000  # past Python's default int-string conversion limit of 4300 digits
 PARALLEL = 3
 
 
@@ -61,6 +63,12 @@ def write_generated_inputs(corpus: Path, tiny_model: Path) -> None:
         f.write(good[0])
         f.write(b'{"prompt": "' + b"a" * HUGE_LINE_BYTES + b'", "chosen": "x", "rejected": "y"}\n')
         f.write(good[1])
+    deep = b"[" * DEEP_NESTING + b"]" * DEEP_NESTING
+    (corpus / "data" / "deep_nesting.jsonl").write_bytes(
+        good[0] + b'{"prompt": ' + deep + b', "chosen": "x", "rejected": "y"}\n' + good[1])
+    huge_int = b"9" * HUGE_INTEGER_DIGITS
+    (corpus / "data" / "huge_integer.jsonl").write_bytes(
+        good[0] + b'{"prompt": "q", "chosen": "x", "rejected": "y", "weight": ' + huge_int + b"}\n" + good[1])
     corrupted = corpus / "models" / "corrupted"
     shutil.copytree(tiny_model, corrupted)
     weights = corrupted / "model.safetensors"

@@ -1,5 +1,6 @@
-"""Concurrency on one store, SQLite and PostgreSQL: two runs at once both complete and their
-lineage does not mix; two resumes of one run started at once: exactly one proceeds."""
+"""Concurrency on one store, SQLite and PostgreSQL: two runs at once both complete, their stages
+ran at the same time (their recorded intervals overlap) and their lineage does not mix; two
+resumes of one run started at once: exactly one proceeds."""
 
 from __future__ import annotations
 
@@ -49,6 +50,16 @@ def rows_of_run(s, run_id: uuid.UUID) -> list[StageRun]:
                           .where(Iteration.run_id == run_id)))
 
 
+def overlapping(rows_a: list[StageRun], rows_b: list[StageRun]) -> list[tuple[str, str]]:
+    """(stage of a, stage of b) for every two computed stage runs, one of each list, that were
+    running at the same moment by their recorded start and end times."""
+    def computed(rows):
+        return [r for r in rows if r.status == StageStatus.completed and r.started_at and r.ended_at]
+
+    return [(a.stage, b.stage) for a in computed(rows_a) for b in computed(rows_b)
+            if a.started_at < b.ended_at and b.started_at < a.ended_at]
+
+
 def ancestry(s, rows: list[StageRun]) -> set[uuid.UUID]:
     """Every stage run that made an input of `rows`, or an input of those, and so on."""
     seen, todo = set(), list(rows)
@@ -80,6 +91,10 @@ def test_two_runs_at_once_both_complete_and_their_lineage_does_not_mix(shared):
                  "evaluate_policy"])
             assert all(r.status in (StageStatus.completed, StageStatus.reused) for r in own)
         (a, rows_a), (b, rows_b) = rows.items()
+        # They ran at once, not one after the other: a stage of each was in flight at the same time.
+        both = overlapping(rows_a, rows_b)
+        assert both, "the two runs' stages never overlapped in time: " + repr(
+            {run_id: [(r.stage, r.started_at, r.ended_at) for r in own] for run_id, own in rows.items()})
         keys_a, keys_b = ({r.stage: r.stage_key for r in rs} for rs in (rows_a, rows_b))
         # Same data, different seeds: only the stages whose result does not depend on the run's seed
         # share a key: the data ingest (no seed), the base policy's greedy answers and the evaluator's

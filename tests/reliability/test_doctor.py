@@ -19,8 +19,9 @@ from selfrefine.storage import repository as repo
 from selfrefine.storage.artifacts import ArtifactStore
 from selfrefine.storage.doctor import repair, run_checks
 from selfrefine.storage.engine import Store
+from selfrefine.storage.liveness import STALE_AFTER
 from selfrefine.storage.schema import Artifact, Iteration, Run, RunStatus, StageRun, StageStatus, utcnow
-from selfrefine.tasks.runner import STALE_AFTER, run_stage
+from selfrefine.tasks.runner import run_stage
 from tests.reliability.conftest import REPO, dead_pid
 from tests.storage.conftest import db_url, iteration, pg_skip_reason, pg_url, store  # noqa: F401 - fixtures
 from tests.storage.stagefns import CountConfig, upper_dir, write_text

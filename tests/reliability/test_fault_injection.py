@@ -1,4 +1,5 @@
-"""SIGKILL of the flow process at the start, middle and end of every stage of a 2-iteration tiny run.
+"""SIGKILL of the flow process at every fault point of every stage of a 2-iteration tiny run: at
+its start, before it stores its outputs, between storing them and registering them, and after.
 
 One chain: `selfrefine run` dies at the first planned point, each `selfrefine resume` dies at the
 next one, and a last resume completes the run. Then `doctor` finds exactly what the kills left
@@ -24,15 +25,17 @@ from sqlalchemy import func, select
 from selfrefine.flows.plots import STAGE as REPORT
 from selfrefine.storage import repository as repo
 from selfrefine.storage.artifacts import ArtifactStore
+from selfrefine.storage.doctor import check_unknown_objects
 from selfrefine.storage.engine import Store
 from selfrefine.storage.schema import Artifact, Iteration, Run, RunStatus, StageRun, StageStatus
 from tests.flows.conftest import REPO, cli_env, prefect_api, run_ids, selfrefine  # noqa: F401 - fixtures
 
 STAGES = ("ingest_data", "train_judge", "generate", "bootstrap_rationales", "score_filter",
           "policy_round", "evaluate")
-POINTS = ("start", "before_store", "after_register")
-# Points inside the stage's work: the stage reruns (one more attempt) when the run resumes.
-IN_FLIGHT = ("start", "before_store")
+POINTS = ("start", "before_store", "before_register", "after_register")
+# Points inside the stage's work: the stage reruns (one more attempt) when the run resumes. A kill
+# before registering leaves stored objects no row refers to; the rerun registers the same bytes.
+IN_FLIGHT = ("start", "before_store", "before_register")
 # The report stage runs once, after the last iteration, outside any iteration (index None).
 AFTER_ITERATIONS = 3
 
@@ -40,7 +43,7 @@ AFTER_ITERATIONS = 3
 def kill_plan() -> list[tuple[int, str, str]]:
     """(iteration, stage, point) for every stage and point, in the order a run reaches them.
 
-    Each stage is killed at all three points; which iteration takes which point alternates with
+    Each stage is killed at every point; which iteration takes which point alternates with
     the stage's position, so both iterations see every point. Iteration 2 reuses iteration 1's
     ingested data without running the stage, so ingest_data is killed in iteration 1 only; the
     report stage comes after both iterations.
@@ -61,11 +64,12 @@ def fault_of(iteration: int, stage: str, point: str) -> str:
 
 def test_the_plan_kills_every_stage_at_every_point_in_both_iterations():
     plan = kill_plan()
-    assert len(plan) == 24 and len(set(plan)) == 24
+    n = (len(STAGES) + 1) * len(POINTS)
+    assert len(plan) == n and len(set(plan)) == n
     assert {(stage, point) for _, stage, point in plan} == {
         (s, p) for s in STAGES + (REPORT,) for p in POINTS}
     assert {i for i, stage, _ in plan if stage not in ("ingest_data", REPORT)} == {1, 2}
-    assert plan[-3:] == [(AFTER_ITERATIONS, REPORT, p) for p in POINTS]
+    assert plan[-len(POINTS):] == [(AFTER_ITERATIONS, REPORT, p) for p in POINTS]
 
 
 def _rows(store: Store, run_id: uuid.UUID) -> dict[tuple[int, str], StageRun]:
@@ -131,6 +135,10 @@ def test_sigkill_at_every_stage_and_point_then_resume_gives_the_uninterrupted_li
             # It died where planned: inside the stage the row is left running, after it completed.
             expected = StageStatus.completed if point == "after_register" else StageStatus.running
             assert _where_it_died(store, run_id, iteration, stage) == expected, fault
+            # Only a kill between storing and registering leaves objects that no artifact names
+            # (each resume's rerun of the stage registers the earlier ones' identical bytes).
+            unknown = check_unknown_objects(store, ArtifactStore())
+            assert bool(unknown) == (point == "before_register"), (fault, unknown)
         selfrefine(cli_env, "resume", str(run_id))
         assert reference.wait(timeout=1800) == 0, reference.stderr.read()[-3000:]
     finally:
