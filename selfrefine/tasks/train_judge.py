@@ -89,12 +89,10 @@ class TrainJudgeConfig(BaseModel):
         "Train one judge per preference dimension of the training pairs, each on its own dimension's "
         "pairs only (as Llama 2 trains separate helpfulness and safety reward models), and score every "
         "item with its dimension's judge. One judge trained on two dimensions trades one against the "
-        "other (bench/dimension_mix.py). keep_best then holds back and gates per dimension."))
+        "other. keep_best then holds back and gates per dimension."))
     dimension_judge_kinds: dict[str, JudgeKind] = Field(default_factory=dict, description=(
         "With judge_per_dimension: the judge kind of a dimension where it differs from judge_kind, e.g. "
-        "{harmless: generative}. On hh-rlhf harmless alone the generative judge measured 0.636 held-out "
-        "accuracy against the reward head's 0.600 (bench/judges.py), while best-of-n on AlpacaEval wants "
-        "the reward head. Each stage scores an item with its dimension's judge, whatever its kind."))
+        "{harmless: generative}. Each stage scores an item with its dimension's judge, whatever its kind."))
     pair_batches: bool = Field(False, description=(
         "Generative judge: train each pair's examples (the Yes and No absolute prompts, both orders of the "
         "pairwise prompt) in the same batch, in batches of similar length, instead of shuffling the "

@@ -107,11 +107,10 @@ class TrainingConfig(StrictConfig):
     lora: LoraSettings | None = Field(
         None, description="Train LoRA adapters instead of all weights (merged before saving); None = full fine-tune.")
     gradient_checkpointing: bool = Field(
-        False, description="Recompute activations in the backward pass: less memory, ~20-30% slower.")
+        False, description="Recompute activations in the backward pass: less memory, slower steps.")
     bf16: Literal["auto"] | StrictBool = Field(
         "auto", description="bfloat16 mixed precision (autocast; the weights stay float32). 'auto' = on where the "
-        "hardware runs bf16 natively: a bf16-capable GPU, or a CPU with AVX512-BF16/AMX (1.4-1.6x faster "
-        "training than float32 on such a CPU).")
+        "hardware runs bf16 natively: a bf16-capable GPU, or a CPU with AVX512-BF16/AMX.")
     attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = Field(
         "auto", description="Attention kernel. 'auto' = flash_attention_2 when flash-attn is importable and CUDA "
         "is present, else sdpa.")
