@@ -45,8 +45,8 @@ def _secret(block: str) -> str:
     except Exception as exc:  # noqa: BLE001 - missing block, no API, no permission: one message
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise StoreError(f"cannot read the store URL from the Prefect Secret block {block!r} "
-                         f"({DB_URL_SECRET_ENV}): {reason}; create it (see README, 'Failure and "
-                         "recovery') or set SELFREFINE_DB_URL") from None
+                         f"({DB_URL_SECRET_ENV}): {reason}; create it (see README, 'On a cluster') "
+                         "or set SELFREFINE_DB_URL") from None
     if not isinstance(value, str) or not value.strip():
         raise StoreError(f"the Prefect Secret block {block!r} ({DB_URL_SECRET_ENV}) must hold the "
                          "store URL as a string")
