@@ -43,7 +43,7 @@ ENVIRONMENT = (
      "every data path (and each source's `root`) and every local model directory a config names must lie "
      "inside it (the shipped demo data stays readable)"),
     ("SELFREFINE_PROJECT_DIR", "unset", "the checkout `prefect.yaml`'s deployments run from"),
-    ("PREFECT_API_URL", "unset", "the Prefect server; unset, `selfrefine` starts one on 127.0.0.1:4200"),
+    ("PREFECT_API_URL", "unset", "the Prefect server; when unset, `selfrefine demo` starts one on 127.0.0.1:4200"),
     ("HF_TOKEN", "unset", "Hugging Face hub token for gated data sets and models"),
 )
 
