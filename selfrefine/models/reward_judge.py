@@ -55,26 +55,33 @@ def reward_input(context: Sequence[Mapping[str, str]], response: str, dimension:
     longest = " " + (fit_for if fit_for is not None else response)
     # Two tokens spare: EOS, and a token boundary that may move when prompt and response are
     # tokenised apart (as `encode_reward_input` does) instead of as one text.
+    # A response too long even without context keeps its head: `encode_reward_input` cuts its tail.
     fitted = P.fit_to_budget(lambda ctx: P.reward_prompt(ctx, dimension) + longest, context, tokenizer,
                              max_length, reserve_tokens=2)
-    if fitted.over_budget:
-        logger.warning("reward input of %d tokens exceeds max_length=%d even without context: the response "
-                       "alone is too long", fitted.n_tokens, max_length)
     prompt = fitted.text[: len(fitted.text) - len(longest)]
     return RewardInput(prompt=prompt, completion=completion, turns_cut=fitted.turns_cut)
 
 
-def encode_reward_input(tokenizer: Any, prompt: str, completion: str) -> tuple[list[int], int]:
+def encode_reward_input(tokenizer: Any, prompt: str, completion: str,
+                        max_length: int | None = None) -> tuple[list[int], int]:
     """Token ids of prompt + completion + EOS, and the prompt's length in tokens.
 
     Prompt and completion are tokenised apart, so the response starts at a token boundary (the
     GRM regulariser scores exactly the response tokens) and the layout never depends on how the
-    tokenizer would merge across the boundary.
+    tokenizer would merge across the boundary. With `max_length`, a sequence that would be longer
+    loses the response's tail (`reward_input` has already cut the oldest context turns): the
+    example is read, not dropped, and training and scoring cut the same way.
     """
     if tokenizer.eos_token_id is None:
         raise ModelLoadError("the tokenizer has no EOS token; a reward head reads its score at the EOS token")
     prompt_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
     response_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
+    if max_length is not None and len(prompt_ids) + len(response_ids) + 1 > max_length:
+        keep = max_length - len(prompt_ids) - 1
+        if keep < 1:
+            raise ConfigError(f"a reward prompt of {len(prompt_ids)} tokens leaves no room for the response "
+                              f"within max_length={max_length}; raise max_length")
+        response_ids = response_ids[:keep]
     return prompt_ids + response_ids + [tokenizer.eos_token_id], len(prompt_ids)
 
 
@@ -108,6 +115,7 @@ class RewardHeadJudge:
         self.dimension_extra = dict(dimension_extra or {})
         self.batch_size, self.max_length = batch_size, max_length
         self.log_every_seconds = log_every_seconds
+        self.truncated = 0  # responses read without their tail (longer than max_length), over all calls
         # Rewards by token sequence: an evaluation asks for the same responses twice (pairwise, then
         # absolute), and a reward depends on nothing else; the weights never change under this object.
         self._known: dict[tuple[int, ...], float] = {}
@@ -130,7 +138,15 @@ class RewardHeadJudge:
         items = [coerce_item(i, AbsoluteItem) for i in items]
         rendered = [reward_input(it.context, it.response, self.dimension(it.dimension), self.tokenizer,
                                  self.max_length) for it in items]
-        ids = [tuple(encode_reward_input(self.tokenizer, r.prompt, r.completion)[0]) for r in rendered]
+        full = [encode_reward_input(self.tokenizer, r.prompt, r.completion)[0] for r in rendered]
+        ids = [tuple(seq if len(seq) <= self.max_length else
+                     encode_reward_input(self.tokenizer, r.prompt, r.completion, self.max_length)[0])
+               for seq, r in zip(full, rendered)]
+        cut = sum(len(seq) > self.max_length for seq in full)
+        self.truncated += cut
+        if cut:
+            logger.warning("reward head: %d of %d responses longer than max_length=%d were read without their "
+                           "tail", cut, len(items), self.max_length)
         new = list(dict.fromkeys(seq for seq in ids if seq not in self._known))
         self._known.update(zip(new, self._forward([list(seq) for seq in new])))
         return [(self._known[seq], r.turns_cut) for seq, r in zip(ids, rendered)]

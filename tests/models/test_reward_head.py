@@ -116,7 +116,7 @@ def _response_logprob(lm, ids: list[int], prompt_len: int) -> torch.Tensor:
 @pytest.mark.parametrize("regularizer", ["sft", "dpo_noref", "dpo"])
 def test_grm_loss_is_the_weighted_sum_of_the_reward_loss_and_the_regularizer(tiny_dir, tmp_path, rows, regularizer):
     alpha, beta = 0.3, 0.1
-    dataset, names = tokenize_pairs(Dataset.from_list(rows[:4]), load_tokenizer(tiny_dir))
+    dataset, names, _ = tokenize_pairs(Dataset.from_list(rows[:4]), load_tokenizer(tiny_dir))
     trainer = _trainer(tiny_dir, tmp_path, dataset, names, grm=GRMSettings(alpha=alpha, beta=beta, regularizer=regularizer))
     examples = [dataset[i] for i in range(4)]
     model = trainer.model.train()  # as in a training step (the tiny model has no dropout)
@@ -262,7 +262,7 @@ def test_each_distinct_response_goes_through_the_model_once(fresh_judge, pairs, 
 
 def test_training_rows_encode_like_the_judge_scores(pairs, rows, tiny_dir):
     tokenizer = load_tokenizer(tiny_dir)
-    dataset, names = tokenize_pairs(Dataset.from_list(rows), tokenizer)
+    dataset, names, _ = tokenize_pairs(Dataset.from_list(rows), tokenizer)
     assert names == ["even", "odd"] and dataset["source_index"][:2] == [0, 1]
     for pair, example in zip(pairs, dataset):
         fitted = reward_input(pair.context, pair.chosen, get_dimension(pair.dimension), tokenizer, 256)
@@ -270,6 +270,34 @@ def test_training_rows_encode_like_the_judge_scores(pairs, rows, tiny_dir):
         assert example["chosen_ids"] == ids and example["prompt_len"] == prompt_len
         assert ids[-1] == tokenizer.eos_token_id
         assert tokenizer.decode(ids[prompt_len:-1]) == " " + pair.chosen
+
+
+def test_an_over_long_response_is_read_without_its_tail_in_training_and_in_scoring(fresh_judge, pairs, tiny_dir, caplog):
+    tokenizer, dim = fresh_judge.tokenizer, get_dimension(pairs[0].dimension)
+    head = " ".join(f"word{i}" for i in range(60))
+    long_a, long_b = head + " and then one ending", head + " but another ending entirely"
+    limit = len(encode_reward_input(tokenizer, *(lambda r: (r.prompt, r.completion))(
+        reward_input([], head, dim, tokenizer, 1024)))[0]) - 5  # shorter than the shared head
+    # Training: the pair is kept (not dropped), both sides cut to max_length, and counted.
+    row = {"prompt": reward_input([], long_b, dim, tokenizer, limit).prompt, "chosen": " " + long_a,
+           "rejected": " " + long_b, "source": "all"}
+    dataset, _, truncated = tokenize_pairs(Dataset.from_list([row]), tokenizer, limit)
+    assert truncated == 1 and len(dataset) == 1
+    assert len(dataset[0]["chosen_ids"]) == len(dataset[0]["rejected_ids"]) == limit
+    assert dataset[0]["chosen_ids"][-1] == tokenizer.eos_token_id
+    # Scoring: the judge reads the same cut sequence, so two answers that differ only after the cut
+    # get one reward; one summary warning, and the count is kept.
+    judge = RewardHeadJudge(fresh_judge.model, tokenizer, batch_size=2, max_length=limit)
+    with caplog.at_level("WARNING"):
+        rewards = [r for r, _ in judge.rewards([AbsoluteItem([], long_a, pairs[0].dimension),
+                                                AbsoluteItem([], long_b, pairs[0].dimension)])]
+    assert rewards[0] == pytest.approx(rewards[1]) and judge.truncated == 2
+    assert [r.getMessage() for r in caplog.records if "without their tail" in r.getMessage()] == [
+        f"reward head: 2 of 2 responses longer than max_length={limit} were read without their tail"]
+    full = RewardHeadJudge(fresh_judge.model, tokenizer, batch_size=2, max_length=1024)
+    uncut = [r for r, _ in full.rewards([AbsoluteItem([], long_a, pairs[0].dimension),
+                                         AbsoluteItem([], long_b, pairs[0].dimension)])]
+    assert uncut[0] != pytest.approx(uncut[1]) and full.truncated == 0
 
 
 def test_a_reward_head_has_no_chain_of_thought(fresh_judge, pairs):

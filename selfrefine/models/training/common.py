@@ -39,6 +39,8 @@ class TrainResult(BaseModel):
     steps: int = Field(description="Optimizer steps taken.")
     seconds: float = Field(description="Wall-clock seconds of the training loop (without loading and saving).")
     num_examples: int = Field(description="Training examples used, after dropping those that do not fit max_length.")
+    num_truncated: int = Field(0, description="Training examples cut to fit max_length (recipes that cut "
+                                              "instead of dropping).")
 
 
 def resolve_runtime(config: TrainingConfig) -> Runtime:

@@ -9,6 +9,7 @@ the preference sources and, with MORE, the λ of every batch.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from functools import partial
 from pathlib import Path
@@ -18,6 +19,7 @@ from selfrefine.errors import ConfigError, DataError
 from selfrefine.models.training.common import TrainResult, check_text_columns, run_recipe
 from selfrefine.models.training.reward_config import RewardRecipeConfig
 
+logger = logging.getLogger(__name__)
 REWARD_COLUMNS = ("prompt", "chosen", "rejected")
 DEFAULT_SOURCE = "all"
 
@@ -41,9 +43,10 @@ def reward_rows(pairs: Sequence[Any], tokenizer: Any, max_length: int,
     return rows, turns_cut
 
 
-def tokenize_pairs(pairs, tokenizer) -> tuple[Any, list[str]]:
-    """The trainer's dataset (chosen_ids, rejected_ids, prompt_len, source_index) and the source names
-    by index (sorted; one 'all' source when the pairs have no `source` column)."""
+def tokenize_pairs(pairs, tokenizer, max_length: int | None = None) -> tuple[Any, list[str], int]:
+    """The trainer's dataset (chosen_ids, rejected_ids, prompt_len, source_index), the source names
+    by index (sorted; one 'all' source when the pairs have no `source` column), and how many pairs
+    had a response cut at its tail to fit `max_length` (none is dropped)."""
     from datasets import Dataset
 
     from selfrefine.models.reward_judge import encode_reward_input
@@ -53,15 +56,20 @@ def tokenize_pairs(pairs, tokenizer) -> tuple[Any, list[str]]:
     index = {name: i for i, name in enumerate(names)}
     # `length` (the longer sequence of the pair) lets group_by_length batch pairs of similar size.
     columns: dict[str, list] = {"chosen_ids": [], "rejected_ids": [], "prompt_len": [], "source_index": [], "length": []}
+    truncated = 0
     for row, source in zip(pairs, sources):
         chosen, prompt_len = encode_reward_input(tokenizer, row["prompt"], row["chosen"])
         rejected, _ = encode_reward_input(tokenizer, row["prompt"], row["rejected"])
+        if max_length is not None and max(len(chosen), len(rejected)) > max_length:
+            truncated += 1
+            chosen, _ = encode_reward_input(tokenizer, row["prompt"], row["chosen"], max_length)
+            rejected, _ = encode_reward_input(tokenizer, row["prompt"], row["rejected"], max_length)
         columns["chosen_ids"].append(chosen)
         columns["rejected_ids"].append(rejected)
         columns["prompt_len"].append(prompt_len)
         columns["source_index"].append(index[source])
         columns["length"].append(max(len(chosen), len(rejected)))
-    return Dataset.from_dict(columns), names
+    return Dataset.from_dict(columns), names, truncated
 
 
 def train_reward_head(base_model: str, pairs, output_dir: str | Path,
@@ -85,13 +93,17 @@ def train_reward_head(base_model: str, pairs, output_dir: str | Path,
         if torch.cuda.is_available():
             raise ConfigError("the reward-head recipe does not support DeepSpeed ZeRO-3 yet (its head is saved "
                               "beside the backbone); set deepspeed: null and use LoRA to fit the model")
-    dataset, names = tokenize_pairs(pairs, load_tokenizer(base_model))
+    dataset, names, truncated = tokenize_pairs(pairs, load_tokenizer(base_model), config.max_length)
+    if truncated:
+        logger.warning("reward_head: %d of %d pairs had a response longer than max_length=%d; they train on "
+                       "its first tokens", truncated, len(dataset), config.max_length)
     if config.more is not None and len(names) < 2:
         raise DataError(f"MORE reweights preference sources, but all pairs come from {names}; give pairs from "
                         "two or more sources (the `source` column) or set more: null")
     trainer = partial(RegularizedRewardTrainer, grm=config.grm, more=config.more, source_names=names)
     wrap = partial(_with_head, config=config)
-    return run_recipe("reward_head", trainer, base_model, dataset, output_dir, config, wrap_model=wrap)
+    result = run_recipe("reward_head", trainer, base_model, dataset, output_dir, config, wrap_model=wrap)
+    return result.model_copy(update={"num_truncated": truncated})
 
 
 def _with_head(model, model_dir: str, *, config: RewardRecipeConfig):
