@@ -14,6 +14,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 
+from selfrefine import progress
 from selfrefine.errors import SelfRefineError
 from selfrefine.provenance import redact_text
 
@@ -65,10 +66,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "httpcore", "urllib3"):  # one line per HTTP request to the Prefect API
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    if not args.debug:
-        for handler in logging.getLogger().handlers:
-            if getattr(handler, "stream", None) is sys.stderr:  # the terminal, not the Prefect API
+    # Progress of training, generation and scoring shows without -v: a bar on a terminal, else
+    # a line each few percent (the lines also reach the Prefect UI).
+    logging.getLogger(progress.LOGGER_NAME).setLevel(logging.INFO)
+    for handler in logging.getLogger().handlers:
+        if getattr(handler, "stream", None) is sys.stderr:  # the terminal, not the Prefect API
+            if not args.debug:
                 handler.addFilter(_without_run_failure_logs)
+            if progress.bars_enabled():
+                handler.addFilter(progress.terminal_filter)
     _quiet_progress_bars()
     # Prefect servers this command starts would report usage to Prefect over the network; selfrefine
     # runs offline, where each heartbeat fails with an error in the log.

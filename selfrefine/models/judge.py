@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -40,6 +39,7 @@ from selfrefine.models.generation.base import GenerationBackend, SamplingParams
 from selfrefine.models.judge_types import (
     AbsoluteItem, AbsoluteScore, CotSample, CotVerdict, PairItem, PairVerdict, coerce_item,
 )
+from selfrefine.progress import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -245,8 +245,7 @@ class Judge:
         column_ids = torch.tensor(columns, device=model.device)
         keep = answer_len + 1 if answer_len else 1
         results: list[Any] = [None] * len(sequences)
-        started = last_log = time.perf_counter()
-        done = 0
+        progress = Progress("judge scoring", len(sequences), "prompts", min_interval=self.log_every_seconds)
         for idx, input_ids, mask in left_padded_batches(sequences, self.batch_size, self.tokenizer.pad_token_id):
             # Positions count real tokens only, so a left-padded row sees the positions it would alone.
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
@@ -261,12 +260,8 @@ class Judge:
                 picked = logits.index_select(-1, column_ids).cpu()
             for row, i in enumerate(idx):
                 results[i] = (picked[row].tolist(), norm[row].tolist())
-            done += len(idx)
-            now = time.perf_counter()
-            if now - last_log >= self.log_every_seconds:
-                logger.info("judge scored %d/%d prompts: %.2f prompts/s", done, len(sequences),
-                            done / (now - started))
-                last_log = now
+            progress.update(len(idx))
+        progress.close()
         return results
 
 

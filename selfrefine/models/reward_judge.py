@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +30,7 @@ from selfrefine.models.judge_types import (
     AbsoluteItem, AbsoluteScore, PairItem, PairVerdict, coerce_item, sigmoid,
 )
 from selfrefine.models.loading import load_tokenizer, resolve_device, resolve_dtype
+from selfrefine.progress import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -178,17 +178,11 @@ class RewardHeadJudge:
         model = self.model
         device = next(model.parameters()).device
         rewards: list[float] = [0.0] * len(sequences)
-        started = last_log = time.perf_counter()
-        done = 0
-        for idx, input_ids, mask in left_padded_batches(sequences, self.batch_size, self.tokenizer.pad_token_id):
-            with torch.inference_mode():
-                out = model(input_ids=input_ids.to(device), attention_mask=mask.to(device))
-            for row, value in zip(idx, out.logits.float().squeeze(-1).tolist()):
-                rewards[row] = value
-            done += len(idx)
-            now = time.perf_counter()
-            if now - last_log >= self.log_every_seconds:
-                logger.info("reward head scored %d/%d responses: %.2f responses/s", done, len(sequences),
-                            done / (now - started))
-                last_log = now
+        with Progress("reward head scoring", len(sequences), "responses", min_interval=self.log_every_seconds) as progress:
+            for idx, input_ids, mask in left_padded_batches(sequences, self.batch_size, self.tokenizer.pad_token_id):
+                with torch.inference_mode():
+                    out = model(input_ids=input_ids.to(device), attention_mask=mask.to(device))
+                for row, value in zip(idx, out.logits.float().squeeze(-1).tolist()):
+                    rewards[row] = value
+                progress.update(len(idx))
         return rewards

@@ -70,9 +70,12 @@ def test_stop_strings_cut_the_text(tiny):
 
 
 def test_progress_is_logged(tiny, caplog):
-    with caplog.at_level(logging.INFO, logger="selfrefine.models.generation.hf"):
-        TransformersBackend(*tiny).generate(PROMPTS, SamplingParams(temperature=0, max_new_tokens=2))
-    assert any("prompts/s" in r.getMessage() for r in caplog.records)
+    with caplog.at_level(logging.INFO, logger="selfrefine"):
+        TransformersBackend(*tiny, batch_size=2, log_every_seconds=0).generate(
+            PROMPTS, SamplingParams(temperature=0, max_new_tokens=2))
+    lines = [r.getMessage() for r in caplog.records if r.name == "selfrefine.progress"]
+    assert [line.split(",")[0] for line in lines] == ["generation: 2/4 prompts (50%)", "generation: 4/4 prompts (100%)"]
+    assert lines[-1].endswith("prompts/s, done")
 
 
 def test_empty_prompt_list(tiny):

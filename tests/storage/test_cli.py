@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +15,8 @@ from selfrefine.storage import repository as repo
 from selfrefine.storage.engine import Store
 from selfrefine.tasks.runner import run_stage
 from tests.storage.stagefns import CountConfig, upper_dir, write_text
+
+MIGRATIONS = Path(__file__).parents[2] / "selfrefine" / "storage" / "migrations" / "versions"
 
 
 @pytest.fixture
@@ -106,4 +110,7 @@ def test_db_upgrade_and_current(db_url, capsys):
     assert main(["db", "upgrade"]) == 0
     assert main(["db", "current"]) == 0
     out = capsys.readouterr().out
-    assert "revision 0001 (head 0001)" in out
+    # Upgraded to the newest migration: the current revision is the head.
+    current = re.search(r"revision (\w+) \(head (\w+)\)", out)
+    assert current and current.group(1) == current.group(2) == sorted(
+        p.name.split("_")[0] for p in MIGRATIONS.glob("0*.py"))[-1]

@@ -9,6 +9,7 @@ from typing import Any
 from selfrefine.models.generation.base import (
     Generation, GenerationBackendConfig, SamplingParams, context_length, fit_to_context, truncate_at_stop,
 )
+from selfrefine.progress import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -63,21 +64,19 @@ class TransformersBackend:
         samples_per_prompt = 1 if params.greedy else params.n
         per_batch = max(1, self.batch_size // samples_per_prompt)
         results: list[list[Generation] | None] = [None] * len(prompts)
-        started = last_log = time.perf_counter()
-        done = tokens = 0
+        started = time.perf_counter()
+        tokens = 0
+        progress = Progress("generation", len(prompts), "prompts", min_interval=self.log_every_seconds)
         for batch_index, start in enumerate(range(0, len(order), per_batch)):
             indices = order[start:start + per_batch]
             batch = self._generate_batch([prompts[i] for i in indices], params, batch_index)
             for i, gens in zip(indices, batch):
                 results[i] = gens if not params.greedy else gens * params.n
                 tokens += sum(g.token_count for g in gens)
-            done += len(indices)
-            now = time.perf_counter()
-            if now - last_log >= self.log_every_seconds or done == len(prompts):
-                elapsed = max(now - started, 1e-9)
-                logger.info("generated %d/%d prompts: %.2f prompts/s, %.1f new tokens/s",
-                            done, len(prompts), done / elapsed, tokens / elapsed)
-                last_log = now
+            progress.update(len(indices))
+        progress.close()
+        logger.info("generated %d prompts: %.1f new tokens/s", len(prompts),
+                    tokens / max(time.perf_counter() - started, 1e-9))
         return results  # type: ignore[return-value]
 
     def _generate_batch(self, prompts: list[str], params: SamplingParams, batch_index: int

@@ -23,6 +23,7 @@ from selfrefine.errors import ConfigError, DataError, ModelLoadError
 from selfrefine.models.training.config import Runtime, TrainingConfig
 from selfrefine.models.training.deepspeed import zero3_config
 from selfrefine.models.training.labelled_positions import labelled_positions_only
+from selfrefine.progress import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -135,15 +136,26 @@ def load_for_training(base_model: str, runtime: Runtime):
 
 
 class LossRecorder(TrainerCallback):
-    """Logs step, loss and examples/s through `logging` at every trainer log event."""
+    """Logs step, loss and examples/s through `logging` at every trainer log event, and the
+    training's progress in optimizer steps (see `selfrefine.progress`)."""
 
     def __init__(self, recipe: str):
         self.recipe = recipe
         self._last_time = 0.0
         self._last_step = 0
+        self._progress: Progress | None = None
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._last_time, self._last_step = time.perf_counter(), 0
+        self._progress = Progress(f"{self.recipe} training", state.max_steps, "steps")
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self._progress is not None:
+            self._progress.update(1)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self._progress is not None:
+            self._progress.close()
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not logs or "loss" not in logs:
