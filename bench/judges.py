@@ -125,7 +125,7 @@ def evaluate(path: Path, held_out, max_tokens: int, by_absolute: bool = False) -
     from selfrefine.models.judge_kind import load_judge
     from selfrefine.models.judge_modes import verdicts_from_absolute
     from selfrefine.models.judge_types import PairItem
-    from selfrefine.tasks.metrics import pairwise_metrics
+    from selfrefine.scoring.metrics import pairwise_metrics
 
     judge = load_judge(str(path), max_length=max_tokens)  # bf16 where the CPU runs it natively
     start = time.perf_counter()

@@ -29,17 +29,15 @@ from selfrefine.data import PreferencePair
 from selfrefine.errors import DataError, UnknownDimensionError
 from selfrefine.models import prompts as P
 from selfrefine.models.dimensions import get_dimension
+from selfrefine.models.dimensions import dimension_definitions_field
 from selfrefine.models.judge_info import JudgeKind
 from selfrefine.models.training.config import DPORecipeConfig, SFTRecipeConfig
 from selfrefine.models.training.reward_config import RewardRecipeConfig
-from selfrefine.tasks.common import dimension_definitions_field, inputs_with_prefix, model_fingerprint, read_pairs, sample
-from selfrefine.tasks.judge_gate import KeepBestConfig
-from selfrefine.tasks.runner import Output, StageContext, StageReturn
+from selfrefine.runtime.inputs import inputs_with_prefix, read_pairs, sample
+from selfrefine.runtime.keys import model_fingerprint
+from selfrefine.runtime.stage import Output, Stage, StageContext, StageReturn
+from selfrefine.scoring.judge_gate import KeepBestConfig
 
-STAGE = "train_judge"
-# 2: judge.json in the judge directory; the reward_head kind. 3: a generative judge's too-long pairs left
-# out whole; reward-head pairs fitted to reward_recipe.max_length
-CODE_VERSION = "3"
 log = logging.getLogger(__name__)
 
 ExampleKind = Literal["hindsight", "absolute", "pairwise"]
@@ -247,7 +245,7 @@ def _train_and_gate(ctx: StageContext, out_dir: Path, previous: Path | None, all
     against `previous` on held-back seed pairs. `dimension` limits the rationales to that dimension."""
     from selfrefine.models.judge_info import read_judge_info
     from selfrefine.models.loading import load_tokenizer
-    from selfrefine.tasks import judge_gate
+    from selfrefine.scoring import judge_gate
 
     cfg: TrainJudgeConfig = ctx.config
     kind = cfg.kind_for(dimension)
@@ -433,3 +431,6 @@ def _train_reward_head(ctx: StageContext, out_dir: Path, start: str, seed_pairs:
             "final_loss": final_loss, "train_seconds": result.seconds, "grm": recipe.grm.regularizer if recipe.grm else None,
             "more": recipe.more is not None}
     return judge_dir, meta, metrics
+
+
+STAGE = Stage(name="train_judge", code_version="3", config=TrainJudgeConfig, run=run, pin=pin, gpu=True)
