@@ -13,7 +13,7 @@ Judges, all from the packaged model:
   through judge_training's `build_examples` and `recipe_config`. --generative-parts adds the
   pairwise prompt (both orders) to the training examples.
 - reward_head / +GRM / +MORE: `train_reward_head` (TRL RewardTrainer), linear head.
-Every judge is evaluated through `tasks.metrics.pairwise_metrics` (accuracy, ECE of P(chosen
+Every judge is evaluated through `scoring.metrics.pairwise_metrics` (accuracy, ECE of P(chosen
 better)) on the held-out pairs. Reward heads: `compare`, P = sigmoid(r_chosen - r_rejected). The
 generative judge: `judge_modes.verdicts_from_absolute` by default, P = sigmoid of the difference of the
 two responses' Yes log-odds, the same Bradley–Terry reading; --generative-eval pairwise asks the
