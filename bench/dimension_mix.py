@@ -62,7 +62,7 @@ def load_data(tmp: Path, per_prompt: int, limit_train: int | None, n_eval: int |
 
 def measure(path: Path, held_out, bestofn) -> dict:
     from selfrefine.models.judge_kind import load_judge
-    from selfrefine.tasks.evaluate import evaluate_judge
+    from selfrefine.scoring.judge_eval import evaluate_judge
 
     start = time.perf_counter()
     result = evaluate_judge(load_judge(str(path), max_length=768, batch_size=16), held_out, bestofn)
@@ -73,7 +73,7 @@ def measure(path: Path, held_out, bestofn) -> dict:
 
 def longest_rule(bestofn) -> float:
     """Best-of-11 win rate of always picking the longest candidate (characters)."""
-    from selfrefine.tasks.metrics import best_of_n_metrics
+    from selfrefine.scoring.metrics import best_of_n_metrics
 
     return best_of_n_metrics(bestofn, [[len(c.output) for c in item.candidates] for item in bestofn])["win_rate"]
 

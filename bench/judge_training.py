@@ -172,7 +172,7 @@ def absolute_accuracy(judge, pairs) -> dict[str, float]:
     """
     from selfrefine.models.judge_modes import verdicts_from_scores
     from selfrefine.models.judge_types import AbsoluteItem
-    from selfrefine.tasks.metrics import absolute_metrics, pairwise_metrics
+    from selfrefine.scoring.metrics import absolute_metrics, pairwise_metrics
 
     items = [AbsoluteItem(context, response, DIMENSION) for context, chosen, rejected in pairs
              for response in (chosen, rejected)]

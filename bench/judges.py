@@ -13,7 +13,7 @@ Judges, all from the packaged model:
   through judge_training's `build_examples` and `recipe_config`. --generative-parts adds the
   pairwise prompt (both orders) to the training examples.
 - reward_head / +GRM / +MORE: `train_reward_head` (TRL RewardTrainer), linear head.
-Every judge is evaluated through `tasks.metrics.pairwise_metrics` (accuracy, ECE of P(chosen
+Every judge is evaluated through `scoring.metrics.pairwise_metrics` (accuracy, ECE of P(chosen
 better)) on the held-out pairs. Reward heads: `compare`, P = sigmoid(r_chosen - r_rejected). The
 generative judge: `judge_modes.verdicts_from_absolute` by default, P = sigmoid of the difference of the
 two responses' Yes log-odds, the same Bradley–Terry reading; --generative-eval pairwise asks the
@@ -125,7 +125,7 @@ def evaluate(path: Path, held_out, max_tokens: int, by_absolute: bool = False) -
     from selfrefine.models.judge_kind import load_judge
     from selfrefine.models.judge_modes import verdicts_from_absolute
     from selfrefine.models.judge_types import PairItem
-    from selfrefine.tasks.metrics import pairwise_metrics
+    from selfrefine.scoring.metrics import pairwise_metrics
 
     judge = load_judge(str(path), max_length=max_tokens)  # bf16 where the CPU runs it natively
     start = time.perf_counter()

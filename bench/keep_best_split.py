@@ -1,7 +1,7 @@
 """Do keep_best's held-back pairs measure how well a judge judges new prompts, or what it memorised?
 
 keep_best compares a new judge with the previous one on the tenth of the seed pairs with the lowest
-content ids (`tasks.judge_gate.split_validation`). The helpful seed pairs come several to a prompt
+content ids (`scoring.judge_gate.split_validation`). The helpful seed pairs come several to a prompt
 (bench/quality.py: every AlpacaEval candidate preferred over the reference against every one that is
 not, up to 10 per prompt), so those held-back pairs leave the other pairs of their prompts, and mostly
 the same responses, in training. Holding back whole prompts instead would remove that overlap, but
@@ -75,7 +75,7 @@ def overlap(validation, train) -> str:
 
 
 def accuracy(judge, pairs) -> float:
-    from selfrefine.tasks.evaluate import evaluate_judge
+    from selfrefine.scoring.judge_eval import evaluate_judge
 
     return float(evaluate_judge(judge, list(pairs), [], pairwise_verdicts="absolute")["pairwise"]["accuracy"])
 
@@ -96,9 +96,9 @@ def main() -> None:
     if missing_data(HH, ALPACA):
         return
     from selfrefine.models.judge_kind import load_judge
-    from selfrefine.tasks.common import sample
-    from selfrefine.tasks.evaluate import evaluate_judge
-    from selfrefine.tasks.judge_gate import split_validation
+    from selfrefine.runtime.inputs import sample
+    from selfrefine.scoring.judge_eval import evaluate_judge
+    from selfrefine.scoring.judge_gate import split_validation
 
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="keep-best-split-") as scratch:

@@ -217,11 +217,11 @@ def evaluator_config(preset: str):
 def train_evaluator(home: Path, preset: str, rows: list[dict], per_prompt: int) -> tuple[Path, uuid.UUID, str]:
     """(model directory, model artifact id, line) of the evaluator, trained or reused in `home`."""
     from selfrefine.data import DataSource
+    from selfrefine.runtime.registry import execute
     from selfrefine.storage.artifacts import ArtifactStore
     from selfrefine.storage.engine import default_store
     from selfrefine.storage.schema import Artifact
     from selfrefine.tasks import ingest
-    from selfrefine.tasks.registry import execute
 
     config = evaluator_config(preset)
     pairs = write_jsonl(home / "data" / f"alpacaeval-evaluator-pairs-{preset}.jsonl", helpful_pairs(rows, per_prompt))
@@ -251,7 +251,7 @@ def candidate_wins(row: dict) -> list[float]:
 
 
 def mean_se(values: list[float]) -> tuple[float, float | None]:
-    from selfrefine.tasks.metrics import standard_error
+    from selfrefine.scoring.metrics import standard_error
 
     return sum(values) / len(values), standard_error(values)
 
@@ -262,13 +262,13 @@ def check_evaluator(home: Path, judge_id: uuid.UUID, rows: list[dict], judge_set
     rate (the `evaluate` stage, best-of-n by the highest reward), random picking and the longest
     candidate (from the data here). Returns the figures and the lines to print."""
     from selfrefine.data import DataSource
+    from selfrefine.runtime.registry import execute
+    from selfrefine.scoring.judge_settings import JudgeSettings
     from selfrefine.storage.artifacts import ArtifactStore
     from selfrefine.storage.engine import default_store
     from selfrefine.storage.schema import Artifact
     from selfrefine.tasks import ingest
-    from selfrefine.tasks.common import JudgeSettings
     from selfrefine.tasks.evaluate import EvaluateConfig
-    from selfrefine.tasks.registry import execute
 
     items = write_jsonl(data_dir / "alpacaeval-policy-bestofn.jsonl", rows)
     source = DataSource(kind="local", path=str(items), dimension="helpful", source="alpacaeval")

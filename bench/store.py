@@ -28,15 +28,12 @@ from pydantic import BaseModel, Field
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-STAGES = ["train_judge", "generate", "bootstrap_rationales", "score_filter", "policy_round", "evaluate"]
-
-
 class SyntheticConfig(BaseModel):
     iteration: int = Field(description="makes every stage key distinct")
 
 
 def _stage_fn(ctx):
-    from selfrefine.tasks.runner import Output, StageReturn
+    from selfrefine.runtime.stage import Output, StageReturn
 
     outputs = {}
     for i in range(4):
@@ -49,12 +46,17 @@ def _stage_fn(ctx):
 def measure(n_iterations: int, home: Path) -> dict[str, float]:
     os.environ["SELFREFINE_HOME"] = str(home)
     os.environ.pop("SELFREFINE_DB_URL", None)
+    from selfrefine.runtime.registry import iteration_stages
+    from selfrefine.runtime.runner import run_stage
+    from selfrefine.runtime.stage import Stage
     from selfrefine.storage import repository as repo
     from selfrefine.storage.artifacts import ArtifactStore
     from selfrefine.storage.engine import Store
     from selfrefine.storage.lineage import lineage
     from selfrefine.storage.schema import Artifact
-    from selfrefine.tasks.runner import run_stage
+
+    # The loop's stages, as named in a run, without the policy evaluation that runs only with policy prompts.
+    stages = iteration_stages()[:6]
 
     store, artifacts = Store(f"sqlite:///{home / 'store.db'}"), ArtifactStore(str(home / "artifacts"))
     with store.session() as s:
@@ -64,11 +66,10 @@ def measure(n_iterations: int, home: Path) -> dict[str, float]:
     for index in range(1, n_iterations + 1):
         with store.session() as s:
             iteration = repo.get_or_create_iteration(s, run.id, index)
-        for stage in STAGES:
+        for stage in stages:
             start = time.perf_counter()
-            outcome = run_stage(stage, _stage_fn, SyntheticConfig(iteration=index), previous,
-                                code_version="1", iteration_id=iteration.id, store=store,
-                                artifacts=artifacts)
+            outcome = run_stage(Stage(stage, "1", SyntheticConfig, _stage_fn), SyntheticConfig(iteration=index),
+                                previous, iteration_id=iteration.id, store=store, artifacts=artifacts)
             times.append(time.perf_counter() - start)
             previous = outcome.outputs
     last = next(iter(previous.values()))
@@ -79,7 +80,7 @@ def measure(n_iterations: int, home: Path) -> dict[str, float]:
             graph = lineage(s, s.get_one(Artifact, last))
         lineage_times.append(time.perf_counter() - start)
     # Every artifact is an ancestor of the last one except its three siblings.
-    expected = n_iterations * len(STAGES) * 4 - 3
+    expected = n_iterations * len(stages) * 4 - 3
     assert len(graph.artifacts) == expected, (len(graph.artifacts), expected)
     store.dispose()
     return {"bookkeeping_ms": statistics.median(times) * 1000,

@@ -30,8 +30,8 @@ def _settings(overrides: list[str]):
 def _answers(store, stage: str, settings, name: str, prompts: dict, seed: int):
     """Run (or reuse) one policy's answers: a model artifact as the `policy` input, anything else by name."""
     from selfrefine.models.loading import check_model
+    from selfrefine.runtime.registry import execute
     from selfrefine.storage import repository as repo
-    from selfrefine.tasks.registry import execute
 
     artifact = repo.model_artifact_id(name, store)
     if artifact is None:
@@ -44,12 +44,12 @@ def _answers(store, stage: str, settings, name: str, prompts: dict, seed: int):
 def evaluate_policy_command(args) -> int:
     from selfrefine.data import DataSource
     from selfrefine.models.loading import check_model
+    from selfrefine.runtime.registry import execute
     from selfrefine.storage import repository as repo
     from selfrefine.storage.artifacts import ArtifactStore
     from selfrefine.storage.engine import default_store
     from selfrefine.storage.schema import Artifact
     from selfrefine.tasks import ingest
-    from selfrefine.tasks.registry import execute
 
     settings = _settings(args.set).model_copy(update={"evaluator": args.evaluator})
     settings = settings.model_copy(update={"judge": settings.judge.model_copy(update={"dtype": args.dtype})})

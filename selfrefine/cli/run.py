@@ -153,13 +153,13 @@ def _eval(args) -> int:
         raise ConfigError("eval needs --judge and --data (a judge on labelled data), or --policy, --baseline, "
                           "--evaluator and --prompts (a policy against a baseline)")
     from selfrefine.data import DataSource
+    from selfrefine.runtime.registry import execute
+    from selfrefine.scoring.judge_settings import JudgeSettings
     from selfrefine.storage import repository as repo
     from selfrefine.storage.engine import default_store
     from selfrefine.storage.schema import Artifact
     from selfrefine.tasks import ingest
-    from selfrefine.tasks.common import JudgeSettings
     from selfrefine.tasks.evaluate import EvaluateConfig
-    from selfrefine.tasks.registry import execute
 
     kind = detect_kind(args.data)
     source = DataSource(kind="local", path=args.data, dimension=args.dimension or "helpful", limit=args.limit,

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from selfrefine.data import DataSource
 from selfrefine.errors import ConfigError
+from selfrefine.runtime.registry import gpu_stages, iteration_stages
 from selfrefine.tasks.bootstrap_rationales import BootstrapConfig
 from selfrefine.tasks.evaluate import EvaluateConfig
 from selfrefine.tasks.evaluate_policy import EvaluatePolicyConfig
@@ -23,19 +24,10 @@ from selfrefine.tasks.policy_round import PolicyRoundConfig
 from selfrefine.tasks.score_filter import ScoreFilterConfig
 from selfrefine.tasks.train_judge import TrainJudgeConfig
 
-# The stages of one iteration, in order. The last four evaluate the policy and run only when the
-# run has policy prompts; the base policy's and the iteration's policy's answers are two stages of
-# one module (tasks/policy_responses.py), and evaluate_evaluator is the evaluate stage measuring the
-# evaluator's own best-of-n on the run's best-of-n sets before its verdicts on the policy.
-STAGES = ("train_judge", "generate", "bootstrap_rationales", "score_filter", "policy_round", "evaluate",
-          "base_responses", "policy_responses", "evaluate_evaluator", "evaluate_policy")
-# The stages with a config section of their own in RunConfig (the response stages are configured
-# under evaluate_policy.responses).
-CONFIG_SECTIONS = ("train_judge", "generate", "bootstrap_rationales", "score_filter", "policy_round", "evaluate",
-                   "evaluate_policy")
+# The stages of one iteration, in order (runtime/registry.py lists every stage).
+STAGES = iteration_stages()
 # Stages that run models on accelerators: the ones a cluster sends to a GPU work pool.
-GPU_STAGES = ("train_judge", "generate", "bootstrap_rationales", "policy_round", "base_responses",
-              "policy_responses", "evaluate_evaluator", "evaluate_policy")
+GPU_STAGES = gpu_stages()
 
 
 class DataConfig(BaseModel):
@@ -106,7 +98,7 @@ class RunConfig(BaseModel):
     def _share_dimensions(self) -> RunConfig:
         # One place to define a dimension; every stage sees the same definitions.
         if self.dimension_definitions:
-            for stage in CONFIG_SECTIONS:
+            for stage in config_sections():
                 sub = getattr(self, stage)
                 merged = {**self.dimension_definitions, **sub.dimension_definitions}
                 object.__setattr__(self, stage, sub.model_copy(update={"dimension_definitions": merged}))
@@ -121,6 +113,12 @@ class RunConfig(BaseModel):
 
     def placement_of(self, stage: str) -> str:
         return self.placement.get(stage, "inline")
+
+
+def config_sections() -> tuple[str, ...]:
+    """The stages with a config section of their own in `RunConfig` (the response stages are
+    configured under evaluate_policy.responses, evaluate_evaluator by evaluate_policy)."""
+    return tuple(name for name in STAGES if name in RunConfig.model_fields)
 
 
 def preset_dir() -> Path:

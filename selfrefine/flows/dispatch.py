@@ -24,13 +24,13 @@ from pydantic import BaseModel
 
 from selfrefine.errors import StageFailedError
 from selfrefine.flows.lease import require_lease
+from selfrefine.runtime.keys import key_for
+from selfrefine.runtime.registry import execute, get_stage
+from selfrefine.runtime.stage import StageOutcome
 from selfrefine.storage import repository as repo
 from selfrefine.storage.engine import Store, default_store
 from selfrefine.storage.liveness import stage_run_is_stale
 from selfrefine.storage.schema import Artifact, StageStatus
-from selfrefine.tasks.keys import stage_key
-from selfrefine.tasks.registry import execute, stage_module
-from selfrefine.tasks.runner import StageOutcome
 
 STAGE_FLOW = "stage"
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ def idempotency_key(store: Store, stage: str, config: BaseModel, inputs: Mapping
             attempt = row.attempt
         else:
             attempt = row.attempt + 1
-    key = stage_key(stage, stage_module(stage).CODE_VERSION, config, digests, seed)
+    key, _ = key_for(get_stage(stage), config, digests, seed)
     prefix = f"{iteration_id}:{stage}:{key}"
     if flow_run_state is not None:
         return f"{prefix}:{_first_open_attempt(prefix, attempt, flow_run_state)}"

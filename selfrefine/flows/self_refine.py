@@ -18,18 +18,19 @@ from dataclasses import dataclass
 from prefect import flow, task
 
 from selfrefine.errors import ConfigError, LeaseHeldError, NotFoundError, SelfRefineError, StageFailedError
+from selfrefine.flows import plots, report
 from selfrefine.flows.config import STAGES, RunConfig, load_preset
 from selfrefine.flows.dispatch import dispatch_stage
 from selfrefine.flows.knobs import RunKnobs, apply_knobs
 from selfrefine.flows.lease import RunLease
-from selfrefine.flows import plots, report
 from selfrefine.provenance import config_snapshot, digest_json, host_name, library_versions, redact_text
+from selfrefine.runtime.keys import output_affecting
+from selfrefine.runtime.runner import prefect_run_ids
+from selfrefine.runtime.stage import StageOutcome
 from selfrefine.storage import repository as repo
 from selfrefine.storage.engine import Store, default_store
 from selfrefine.storage.schema import Iteration, Run, RunStatus, utcnow
 from selfrefine.tasks import ingest
-from selfrefine.tasks.keys import output_affecting
-from selfrefine.tasks.runner import StageOutcome, prefect_run_ids
 
 log = logging.getLogger(__name__)
 

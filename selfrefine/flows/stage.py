@@ -7,14 +7,14 @@ from typing import Any
 
 from prefect import flow
 
-from selfrefine.tasks.registry import config_class, execute
+from selfrefine.runtime.registry import execute, get_stage
 
 
 @flow(name="stage")
 def stage(stage: str, config: dict[str, Any], inputs: dict[str, str], iteration_id: str,
           seed: int | None = None, placement: str = "inline") -> dict[str, Any]:
     """Run one stage of an iteration through the stage runner, against the shared store."""
-    cfg = config_class(stage).model_validate(config)
+    cfg = get_stage(stage).config.model_validate(config)
     outcome = execute(stage, cfg, {role: uuid.UUID(v) for role, v in inputs.items()},
                       iteration_id=uuid.UUID(iteration_id), seed=seed, placement=placement)
     return {"stage_run_id": str(outcome.stage_run_id), "status": outcome.status,

@@ -14,6 +14,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
+
+from pydantic import Field
 
 from selfrefine.errors import ConfigError, UnknownDimensionError
 
@@ -129,3 +132,9 @@ def get_dimension(name: str, extra: Mapping[str, str] | None = None) -> Dimensio
         f"unknown dimension '{name}'; known dimensions: {', '.join(known_dimensions(extra))}. "
         "Define a new one in the config as name: definition (e.g. 'In conversation, a concise "
         "Assistant will ...')")
+
+
+def dimension_definitions_field() -> Any:
+    return Field(default_factory=dict, description=(
+        "User-defined preference dimensions: name → verbalised definition (\"In conversation, a "
+        "concise Assistant will …\"). Built-in dimensions need no entry."))

@@ -22,14 +22,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from selfrefine.data import PreferencePair
 from selfrefine.models import prompts as P
 from selfrefine.models.dimensions import get_dimension
+from selfrefine.models.dimensions import dimension_definitions_field
 from selfrefine.models.generation.base import MAX_NEW_TOKENS
-from selfrefine.tasks.common import (
-    JudgeSettings, dimension_definitions_field, inputs_with_prefix, read_pairs, require, sample,
-)
-from selfrefine.tasks.runner import Output, StageContext, StageReturn
+from selfrefine.runtime.inputs import inputs_with_prefix, read_pairs, require, sample
+from selfrefine.runtime.stage import Output, Stage, StageContext, StageReturn
+from selfrefine.scoring.judge_settings import JudgeSettings
 
-STAGE = "bootstrap_rationales"
-CODE_VERSION = "2"  # 2: each rationale row records its dimension (per-dimension judges train on their own)
 log = logging.getLogger(__name__)
 
 
@@ -110,7 +108,7 @@ def run(ctx: StageContext) -> StageReturn:
 
     cfg: BootstrapConfig = ctx.config
     seed = ctx.seed or 0
-    judge_dir = str(require(ctx.inputs, "judge", STAGE).path)
+    judge_dir = str(require(ctx.inputs, "judge", ctx.stage).path)
     pairs = read_pairs(inputs_with_prefix(ctx.inputs, "pairs"), cfg.dimension_definitions)
     # A reward head scores; it writes no chain of thought, and its training uses no rationales. The
     # kinds are in judge.json, so no model need be loaded to find out which pairs can get rationales.
@@ -152,3 +150,6 @@ def run(ctx: StageContext) -> StageReturn:
              stats["kept_direct"], stats["pairs"], stats["kept_rationalized"], len(sft), len(dpo))
     metrics = [(k, float(v), {}) for k, v in sorted(stats.items())]
     return StageReturn({"rationales": Output(out, "rationales", stats)}, metrics)
+
+
+STAGE = Stage(name="bootstrap_rationales", code_version="2", config=BootstrapConfig, run=run, gpu=True)

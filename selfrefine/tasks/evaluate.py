@@ -30,44 +30,20 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from selfrefine.errors import ConfigError
-from selfrefine.models.generation.base import MAX_NEW_TOKENS
-from selfrefine.tasks.common import (
-    JudgeSettings, dimension_definitions_field, inputs_with_prefix, model_fingerprint, read_items, sample,
-)
-from selfrefine.tasks.metrics import (
-    absolute_metrics,
-    best_of_n_metrics,
-    flatten_metrics,
-    grouped,
-    metric_deltas,
-    pairwise_metrics,
-)
-from selfrefine.tasks.keys import output_affecting
-from selfrefine.tasks.runner import Output, StageContext, StageReturn
-from selfrefine.tasks.score_replay import record_scores, records
+from selfrefine.models.dimensions import dimension_definitions_field
+from selfrefine.runtime.inputs import inputs_with_prefix, read_items, sample
+from selfrefine.runtime.keys import model_fingerprint
+from selfrefine.runtime.keys import output_affecting
+from selfrefine.runtime.stage import Output, Stage, StageContext, StageReturn
+from selfrefine.scoring.judge_eval import ChainOfThoughtSettings, evaluate_judge
+from selfrefine.scoring.judge_settings import JudgeSettings
+from selfrefine.scoring.metric_rows import flatten_metrics, metric_deltas
+from selfrefine.scoring.score_replay import record_scores, records
 
-STAGE = "evaluate"
-# 2: metrics.json records what it measured ("measured"), to reuse it when nothing changed;
-# 3: and every item's score by the judge that gave it ("item_scores"), to reuse an unchanged sub-judge's;
-# 4: standard errors of pairwise accuracy and best-of-n win rate; figures of older code are not taken over;
-# 5: the longest-candidate rule, the margin over it and the length bias beside every best-of-n win rate.
-CODE_VERSION = "5"
 log = logging.getLogger(__name__)
 # The headline figures compared against the previous iteration.
 HEADLINE = ("pairwise.accuracy", "pairwise.calibration.ece", "pairwise.position_consistency",
             "absolute.accuracy", "bestofn.win_rate")
-
-
-class ChainOfThoughtSettings(BaseModel):
-    """Chain-of-thought judging with self-consistency: k rationales, majority vote."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    samples: int = Field(5, ge=2, description=(
-        "Rationales sampled per pair (k), split over both presentation orders; the verdict is the majority."))
-    max_new_tokens: int = Field(128, ge=8, le=MAX_NEW_TOKENS, description="Longest rationale, in tokens.")
-    temperature: float = Field(0.7, gt=0, description="Sampling temperature (self-consistency needs diverse samples).")
-    top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling mass.")
 
 
 class EvaluateConfig(BaseModel):
@@ -133,58 +109,6 @@ def headline(nested: dict) -> dict[str, float]:
     return {k: v for k in HEADLINE if isinstance(v := _get(nested, k), (int, float))}
 
 
-def evaluate_judge(judge, pairs, bestofn, n_bins: int = 10, *,
-                   chain_of_thought: ChainOfThoughtSettings | None = None, seed: int = 0,
-                   pairwise_verdicts: Literal["prompt", "absolute"] = "prompt",
-                   bestofn_scoring: Literal["absolute", "yes_log_odds", "pairwise"] = "absolute") -> dict:
-    """All metrics of `judge` on labelled pairs and best-of-n items (either may be empty)."""
-    from selfrefine.models.judge_types import AbsoluteItem, PairItem
-    from selfrefine.models.judge_modes import verdicts_from_scores, yes_log_odds
-
-    result: dict = {}
-    if pairs:
-        items = [PairItem(p.context, p.chosen, p.rejected, p.dimension) for p in pairs]
-        scored = judge.score_absolute([AbsoluteItem(p.context, r, p.dimension)
-                                       for p in pairs for r in (p.chosen, p.rejected)])
-        chosen, rejected = scored[0::2], scored[1::2]
-        if chain_of_thought is not None:
-            verdicts = _cot_verdicts(judge, items, chain_of_thought, seed)
-        elif pairwise_verdicts == "absolute":
-            verdicts = verdicts_from_scores(chosen, rejected)
-        else:
-            verdicts = judge.compare(items)
-        result["pairwise"] = pairwise_metrics(verdicts, n_bins=n_bins)
-        result["absolute"] = absolute_metrics(chosen, rejected, n_bins=n_bins)
-        both = list(zip(verdicts, chosen, rejected))
-        for level, key in (("by_source", lambda p: p.source), ("by_dimension", lambda p: p.dimension)):
-            result[level] = grouped([key(p) for p in pairs], both, lambda g: {
-                "pairwise": pairwise_metrics([v for v, _, _ in g], n_bins=n_bins),
-                "absolute": absolute_metrics([c for _, c, _ in g], [r for _, _, r in g], n_bins=n_bins)})
-    if bestofn:
-        if bestofn_scoring == "pairwise":
-            from selfrefine.models.judge_modes import tournament_picks
-
-            # The tournament's winner gets the top score, so best_of_n_metrics picks it.
-            per_item = [[float(i == pick) for i in range(len(item.candidates))]
-                        for item, pick in zip(bestofn, tournament_picks(judge, bestofn))]
-        else:
-            flat = [AbsoluteItem(item.context, c.output, item.dimension) for item in bestofn for c in item.candidates]
-            rank = yes_log_odds if bestofn_scoring == "yes_log_odds" else (lambda s: s.score)
-            scores = iter(rank(s) for s in judge.score_absolute(flat))
-            per_item = [[next(scores) for _ in item.candidates] for item in bestofn]
-        result["bestofn"] = best_of_n_metrics(bestofn, per_item)
-    return result
-
-
-def _cot_verdicts(judge, items, settings: ChainOfThoughtSettings, seed: int):
-    from selfrefine.models.generation.base import SamplingParams
-    from selfrefine.models.judge_modes import cot_verdicts
-
-    params = SamplingParams(temperature=settings.temperature, top_p=settings.top_p,
-                            max_new_tokens=settings.max_new_tokens, seed=seed)
-    return cot_verdicts(judge, items, settings.samples, params)
-
-
 def with_demonstrations(judge, cfg: EvaluateConfig, demo_pairs, seed: int):
     """`judge` with `cfg.demonstrations` solved examples from `demo_pairs` before each prompt."""
     from selfrefine.models.judge_modes import demonstrations_from_pairs
@@ -210,7 +134,7 @@ def measurement_key(ctx: StageContext, cfg: EvaluateConfig, seed: int) -> str:
     inputs = {role: a.sha256 for role, a in sorted(ctx.inputs.items()) if role != "previous_metrics"}
     seeded = cfg.max_pairs is not None or cfg.max_bestofn is not None or cfg.uses_generative_tricks
     payload = {"inputs": inputs, "config": cfg.model_dump(mode="json"), "seed": seed if seeded else None,
-               "code": CODE_VERSION}
+               "code": STAGE.code_version}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
@@ -266,3 +190,9 @@ def run(ctx: StageContext) -> StageReturn:
     return StageReturn({"metrics": Output(out, "metrics", {"headline": result["headline"]})},
                        flatten_metrics({k: v for k, v in result.items() if k != "item_scores"})
                        + [("seconds", seconds, {})])
+
+
+STAGE = Stage(name="evaluate", code_version="5", config=EvaluateConfig, run=run, pin=pin)
+# The evaluator measured as an instrument: this stage's best-of-n on the run's best-of-n sets.
+EVALUATOR_STAGE = Stage(name="evaluate_evaluator", code_version="5", config=EvaluateConfig, run=run, pin=pin,
+                        gpu=True)

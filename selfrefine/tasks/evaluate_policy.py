@@ -26,14 +26,15 @@ import time
 from pydantic import BaseModel, ConfigDict, Field
 
 from selfrefine.errors import ConfigError, DataError
-from selfrefine.tasks.common import JudgeSettings, dimension_definitions_field, model_fingerprint, require
-from selfrefine.tasks.metrics import flatten_metrics
+from selfrefine.models.dimensions import dimension_definitions_field
+from selfrefine.runtime.inputs import require
+from selfrefine.runtime.keys import model_fingerprint
+from selfrefine.runtime.stage import Output, Stage, StageContext, StageReturn
+from selfrefine.scoring.judge_settings import JudgeSettings
+from selfrefine.scoring.metric_rows import flatten_metrics
 from selfrefine.tasks.evaluate import EvaluateConfig
 from selfrefine.tasks.policy_responses import RespondConfig, ResponseSettings
-from selfrefine.tasks.runner import Output, StageContext, StageReturn
 
-STAGE = "evaluate_policy"
-CODE_VERSION = "1"
 log = logging.getLogger(__name__)
 
 
@@ -108,8 +109,8 @@ def paired_prompts(current: dict, other: dict, what: str) -> None:
 
 def score_responses(evaluator, rows: list[dict]) -> list[float]:
     """One reward per row; identical (context, response, dimension) items are scored once."""
-    from selfrefine.models.judge_types import AbsoluteItem
     from selfrefine.models.judge_modes import yes_log_odds
+    from selfrefine.models.judge_types import AbsoluteItem
 
     keys = [json.dumps([r["context"], r["text"], r["dimension"]], sort_keys=True) for r in rows]
     first = dict(zip(reversed(keys), reversed(rows)))  # each key's first row
@@ -119,11 +120,11 @@ def score_responses(evaluator, rows: list[dict]) -> list[float]:
 
 
 def run(ctx: StageContext) -> StageReturn:
-    from selfrefine.tasks.policy_metrics import PolicyScores, policy_eval_metrics
+    from selfrefine.scoring.policy_metrics import PolicyScores, policy_eval_metrics
 
     cfg: EvaluatePolicyConfig = ctx.config
-    current = read_responses(require(ctx.inputs, "responses", STAGE).path, "responses")
-    base = read_responses(require(ctx.inputs, "base_responses", STAGE).path, "base_responses")
+    current = read_responses(require(ctx.inputs, "responses", ctx.stage).path, "responses")
+    base = read_responses(require(ctx.inputs, "base_responses", ctx.stage).path, "base_responses")
     previous = (read_responses(ctx.inputs["previous_responses"].path, "previous_responses")
                 if "previous_responses" in ctx.inputs else None)
     paired_prompts(current, base, "the base policy's responses")
@@ -170,3 +171,6 @@ def run(ctx: StageContext) -> StageReturn:
     rows_out = flatten_metrics({k: v for k, v in result.items() if k not in ("rewards", "evaluator")})
     return StageReturn({"metrics": Output(out, "metrics", {"evaluator": result["evaluator"]})},
                        rows_out + [("evaluator_seconds", seconds, {})])
+
+
+STAGE = Stage(name="evaluate_policy", code_version="1", config=EvaluatePolicyConfig, run=run, pin=pin, gpu=True)

@@ -18,17 +18,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from selfrefine.data import PromptItem
 from selfrefine.models import prompts as P
 from selfrefine.models.dimensions import get_dimension
+from selfrefine.models.dimensions import dimension_definitions_field
 from selfrefine.models.generation.base import (
     MAX_NEW_TOKENS,
     MAX_PROMPT_TOKENS,
     GenerationBackendConfig,
     SamplingParams,
 )
-from selfrefine.tasks.common import dimension_definitions_field, inputs_with_prefix, read_items, require, sample
-from selfrefine.tasks.runner import Output, StageContext, StageReturn
+from selfrefine.runtime.inputs import inputs_with_prefix, read_items, require, sample
+from selfrefine.runtime.stage import Output, Stage, StageContext, StageReturn
 
-STAGE = "generate"
-CODE_VERSION = "1"
 DIRECTIONS = ("more", "less")
 # A controllable continuation ends where the training text would start its next part.
 STOP = ("\n\nA less", "\n\nA more", "\n\nHuman:", "\nHuman:", P.END_OF_CONTEXT)
@@ -83,9 +82,9 @@ def run(ctx: StageContext) -> StageReturn:
     seed = ctx.seed or 0
     sources = inputs_with_prefix(ctx.inputs, "prompts")
     if not sources:
-        require(ctx.inputs, "prompts", STAGE)  # raises: names the missing role
+        require(ctx.inputs, "prompts", ctx.stage)  # raises: names the missing role
     prompts = sample(read_items(sources, "prompts", cfg.dimension_definitions), cfg.max_prompts, seed)
-    policy = as_policy(str(require(ctx.inputs, "policy", STAGE).path))
+    policy = as_policy(str(require(ctx.inputs, "policy", ctx.stage).path))
     requests = generation_requests(prompts, cfg.dimension_definitions)
     tokenizer = load_tokenizer(policy)
     texts, turns_cut = [], 0
@@ -111,3 +110,6 @@ def run(ctx: StageContext) -> StageReturn:
                ("empty_samples", float(len(requests) * cfg.samples_per_direction - len(rows)), {}),
                ("turns_cut", float(turns_cut), {})]
     return StageReturn({"candidates": Output(out, "candidates", {"rows": len(rows)})}, metrics)
+
+
+STAGE = Stage(name="generate", code_version="1", config=GenerateConfig, run=run, gpu=True)

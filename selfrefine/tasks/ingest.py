@@ -16,11 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from selfrefine.data import DataSource, demo_path, load_bestofn, load_pairs, load_prompts
 from selfrefine.data.paths import data_path
-from selfrefine.tasks.common import dimension_definitions_field, write_dataset
-from selfrefine.tasks.runner import Output, StageContext, StageReturn
+from selfrefine.models.dimensions import dimension_definitions_field
+from selfrefine.runtime.inputs import write_dataset
+from selfrefine.runtime.stage import Output, Stage, StageContext, StageReturn
 
-STAGE = "ingest_data"
-CODE_VERSION = "1"
 
 DataKind = Literal["pairs", "prompts", "bestofn"]
 _LOADERS = {"pairs": load_pairs, "prompts": load_prompts, "bestofn": load_bestofn}
@@ -89,3 +88,6 @@ def run(ctx: StageContext) -> StageReturn:
         outputs[role] = Output(out, "dataset", meta)
         metrics.append(("items", float(n), {"role": role, "data_kind": spec.data_kind}))
     return StageReturn(outputs, metrics)
+
+
+STAGE = Stage(name="ingest_data", code_version="1", config=IngestConfig, run=run, per_iteration=False)

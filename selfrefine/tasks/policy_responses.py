@@ -27,20 +27,18 @@ from pydantic import BaseModel, ConfigDict, Field
 from selfrefine.errors import ConfigError
 from selfrefine.models import prompts as P
 from selfrefine.models.dimensions import get_dimension
+from selfrefine.models.dimensions import dimension_definitions_field
 from selfrefine.models.generation.base import (
     MAX_NEW_TOKENS,
     MAX_PROMPT_TOKENS,
     GenerationBackendConfig,
     SamplingParams,
 )
-from selfrefine.tasks.common import (
-    dimension_definitions_field, inputs_with_prefix, model_fingerprint, read_items, require, sample,
-)
+from selfrefine.runtime.inputs import inputs_with_prefix, read_items, require, sample
+from selfrefine.runtime.keys import model_fingerprint
+from selfrefine.runtime.stage import Output, Stage, StageContext, StageReturn
 from selfrefine.tasks.generate import STOP
-from selfrefine.tasks.runner import Output, StageContext, StageReturn
 
-STAGES = ("policy_responses", "base_responses")
-CODE_VERSION = "1"
 DIRECTIONS = ("more", "less")
 log = logging.getLogger(__name__)
 
@@ -126,3 +124,9 @@ def run(ctx: StageContext) -> StageReturn:
     meta = {"rows": len(requests), "model": "policy input" if "policy" in ctx.inputs else cfg.model,
             "temperature": cfg.temperature, "max_new_tokens": cfg.max_new_tokens}
     return StageReturn({"responses": Output(out, "responses", meta)}, metrics)
+
+
+# The iteration's policy and the run's base policy answer as two stages, so the base's answers keep one
+# stage key across iterations and runs.
+STAGE = Stage(name="policy_responses", code_version="1", config=RespondConfig, run=run, pin=pin, gpu=True)
+BASE_STAGE = Stage(name="base_responses", code_version="1", config=RespondConfig, run=run, pin=pin, gpu=True)

@@ -22,12 +22,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from selfrefine.data import PreferencePair
 from selfrefine.models import prompts as P
 from selfrefine.models.dimensions import get_dimension
+from selfrefine.models.dimensions import dimension_definitions_field
 from selfrefine.models.training.config import DPORecipeConfig, SFTRecipeConfig
-from selfrefine.tasks.common import dimension_definitions_field, read_pairs, require
-from selfrefine.tasks.runner import Output, StageContext, StageReturn
+from selfrefine.runtime.inputs import read_pairs, require
+from selfrefine.runtime.stage import Output, Stage, StageContext, StageReturn
 
-STAGE = "policy_round"
-CODE_VERSION = "1"
 log = logging.getLogger(__name__)
 
 
@@ -79,13 +78,13 @@ def run(ctx: StageContext) -> StageReturn:
 
     cfg: PolicyRoundConfig = ctx.config
     seed = ctx.seed or 0
-    policy = str(require(ctx.inputs, "policy", STAGE).path)
+    policy = str(require(ctx.inputs, "policy", ctx.stage).path)
     out = ctx.out_dir / "policy"
     if cfg.method == "dpo":
-        pairs = read_pairs([require(ctx.inputs, "pairs", STAGE)], cfg.dimension_definitions)
+        pairs = read_pairs([require(ctx.inputs, "pairs", ctx.stage)], cfg.dimension_definitions)
         examples = dpo_examples(pairs, cfg.dimension_definitions)
     else:
-        with open(require(ctx.inputs, "scores", STAGE).path, encoding="utf-8") as f:
+        with open(require(ctx.inputs, "scores", ctx.stage).path, encoding="utf-8") as f:
             scored = [json.loads(line) for line in f if line.strip()]
         examples = best_of_n_examples(scored, cfg.min_score, cfg.dimension_definitions)
     if not examples:
@@ -109,3 +108,6 @@ def run(ctx: StageContext) -> StageReturn:
                ("train_seconds", float(result.seconds), labels)]
     meta = {"method": cfg.method, "examples": len(examples), "final_loss": final_loss}
     return StageReturn({"policy": Output(out, "model", meta)}, metrics)
+
+
+STAGE = Stage(name="policy_round", code_version="1", config=PolicyRoundConfig, run=run, gpu=True)

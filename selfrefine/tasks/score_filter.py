@@ -28,12 +28,12 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from selfrefine.data import PreferencePair
-from selfrefine.tasks.common import JudgeSettings, dimension_definitions_field, require, write_dataset
-from selfrefine.tasks.runner import Output, StageContext, StageReturn
-from selfrefine.tasks.selection import FilterReport, diverse_subset, score_summary, top_k
+from selfrefine.models.dimensions import dimension_definitions_field
+from selfrefine.runtime.inputs import require, write_dataset
+from selfrefine.runtime.stage import Output, Stage, StageContext, StageReturn
+from selfrefine.scoring.judge_settings import JudgeSettings
+from selfrefine.scoring.selection import FilterReport, diverse_subset, score_summary, top_k
 
-STAGE = "score_filter"
-CODE_VERSION = "2"  # 2: yes_log_odds in scores.jsonl; ranking and pairwise_verdicts
 log = logging.getLogger(__name__)
 
 
@@ -86,14 +86,14 @@ def _last_user_turn(context: list[dict]) -> str:
 
 def run(ctx: StageContext) -> StageReturn:
     from selfrefine.models.embedding import SentenceEmbedder
-    from selfrefine.models.judge_types import AbsoluteItem, PairItem
     from selfrefine.models.judge_modes import verdicts_from_scores, yes_log_odds
+    from selfrefine.models.judge_types import AbsoluteItem, PairItem
 
     cfg: ScoreFilterConfig = ctx.config
     seed = ctx.seed or 0
-    with open(require(ctx.inputs, "candidates", STAGE).path, encoding="utf-8") as f:
+    with open(require(ctx.inputs, "candidates", ctx.stage).path, encoding="utf-8") as f:
         rows = [json.loads(line) for line in f if line.strip()]
-    judge = cfg.judge.load(str(require(ctx.inputs, "judge", STAGE).path), cfg.dimension_definitions)
+    judge = cfg.judge.load(str(require(ctx.inputs, "judge", ctx.stage).path), cfg.dimension_definitions)
     scores = judge.score_absolute([AbsoluteItem(r["context"], r["text"], r["dimension"]) for r in rows])
     for row, s in zip(rows, scores):
         row.update(score=s.score, answer=s.answer, p_yes=s.p_yes, yes_log_odds=yes_log_odds(s))
@@ -151,3 +151,6 @@ def run(ctx: StageContext) -> StageReturn:
                "scores": Output(out_scores, "scores", {"rows": len(rows)}),
                "report": Output(out_report, "report", {})}
     return StageReturn(outputs, metrics)
+
+
+STAGE = Stage(name="score_filter", code_version="2", config=ScoreFilterConfig, run=run)

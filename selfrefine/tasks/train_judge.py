@@ -13,7 +13,7 @@ with its `training_log.json` and `judge.json`, which names the kind so that late
 with the right class).
 
 With `keep_best` set, some seed pairs are held back from training and the output is the previous
-judge unless the new one judges them better (`judge_gate`).
+judge unless the new one judges them better (`scoring.judge_gate`).
 """
 
 from __future__ import annotations
@@ -27,23 +27,17 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from selfrefine.data import PreferencePair
 from selfrefine.errors import DataError, UnknownDimensionError
-from selfrefine.models import prompts as P
-from selfrefine.models.dimensions import get_dimension
+from selfrefine.models.dimensions import dimension_definitions_field, get_dimension
 from selfrefine.models.judge_info import JudgeKind
 from selfrefine.models.training.config import DPORecipeConfig, SFTRecipeConfig
+from selfrefine.models.training.judge_examples import ExampleKind, build_judge_examples
 from selfrefine.models.training.reward_config import RewardRecipeConfig
-from selfrefine.tasks.common import dimension_definitions_field, inputs_with_prefix, model_fingerprint, read_pairs, sample
-from selfrefine.tasks.judge_gate import KeepBestConfig
-from selfrefine.tasks.runner import Output, StageContext, StageReturn
+from selfrefine.runtime.inputs import inputs_with_prefix, read_pairs, sample
+from selfrefine.runtime.keys import model_fingerprint
+from selfrefine.runtime.stage import Output, Stage, StageContext, StageReturn
+from selfrefine.scoring.judge_gate import KeepBestConfig
 
-STAGE = "train_judge"
-# 2: judge.json in the judge directory; the reward_head kind. 3: a generative judge's too-long pairs left
-# out whole; reward-head pairs fitted to reward_recipe.max_length
-CODE_VERSION = "3"
 log = logging.getLogger(__name__)
-
-ExampleKind = Literal["hindsight", "absolute", "pairwise"]
-
 
 class TrainJudgeConfig(BaseModel):
     """How the judge is trained."""
@@ -147,55 +141,6 @@ class TrainJudgeConfig(BaseModel):
         return self
 
 
-def build_judge_examples(pairs: Sequence[PreferencePair], kinds: Sequence[ExampleKind], *,
-                         tokenizer=None, max_prompt_tokens: int = 768, max_length: int | None = None,
-                         extra_dimensions: Mapping[str, str] | None = None) -> tuple[list[list[dict]], int, int]:
-    """(prompt, completion) training examples from labelled pairs, one list per pair; how many
-    turns were cut; and how many pairs were left out because a prompt still fills the trainer's
-    `max_length` with its context cut to `max_prompt_tokens` (its responses alone are too long).
-    The trainer would drop such an example and train its partner alone; leaving the whole pair out
-    keeps each pair's examples together.
-
-    Pairwise examples come in both orders so the judge cannot learn a position bias; absolute
-    examples label the chosen response " Yes" and the rejected one " No".
-    """
-    groups: list[list[dict]] = []
-    turns_cut = too_long = 0
-
-    for pair in pairs:
-        dim = get_dimension(pair.dimension, extra_dimensions)
-        ctx, good, bad = pair.context, pair.chosen, pair.rejected
-        examples: list[dict] = []
-        cut, over = 0, False
-
-        def fitted(render) -> str:
-            nonlocal cut, over
-            if tokenizer is None:
-                return render(list(ctx))
-            r = P.fit_to_budget(render, ctx, tokenizer, max_prompt_tokens)
-            cut, over = cut + r.turns_cut, over or (max_length is not None and r.n_tokens >= max_length)
-            return r.text
-
-        if "hindsight" in kinds:
-            for order in ("chosen_first", "rejected_first"):
-                prompt, completion = P.hindsight_example(ctx, good, bad, dim, order=order)
-                examples.append({"prompt": prompt, "completion": completion})
-        if "absolute" in kinds:
-            for response, answer in ((good, P.YES), (bad, P.NO)):
-                text = fitted(lambda c, r=response: P.absolute_prompt(c, r, dim))
-                examples.append({"prompt": text, "completion": answer})
-        if "pairwise" in kinds:
-            for a, b, answer in ((good, bad, P.OPTION_A), (bad, good, P.OPTION_B)):
-                text = fitted(lambda c, a=a, b=b: P.pairwise_prompt(c, a, b, dim))
-                examples.append({"prompt": text, "completion": answer})
-        if over:
-            too_long += 1
-        else:
-            groups.append(examples)
-            turns_cut += cut
-    return groups, turns_cut, too_long
-
-
 def seed_pair_limit(cfg: TrainJudgeConfig, *, continuing: bool) -> int | None:
     """How many human pairs this training sees: `max_seed_pairs`, and `replay_seed_pairs` when it
     continues from the previous judge (the smaller of the two when both are set)."""
@@ -245,7 +190,7 @@ def _train_and_gate(ctx: StageContext, out_dir: Path, previous: Path | None, all
     against `previous` on held-back seed pairs. `dimension` limits the rationales to that dimension."""
     from selfrefine.models.judge_info import read_judge_info
     from selfrefine.models.loading import load_tokenizer
-    from selfrefine.tasks import judge_gate
+    from selfrefine.scoring import judge_gate
 
     cfg: TrainJudgeConfig = ctx.config
     kind = cfg.kind_for(dimension)
@@ -431,3 +376,6 @@ def _train_reward_head(ctx: StageContext, out_dir: Path, start: str, seed_pairs:
             "final_loss": final_loss, "train_seconds": result.seconds, "grm": recipe.grm.regularizer if recipe.grm else None,
             "more": recipe.more is not None}
     return judge_dir, meta, metrics
+
+
+STAGE = Stage(name="train_judge", code_version="3", config=TrainJudgeConfig, run=run, pin=pin, gpu=True)

@@ -9,7 +9,8 @@ import uuid
 from PIL import Image
 
 from selfrefine.cli import main
-from selfrefine.flows.plots import SERIES_KEY, plots_of
+from selfrefine.figures import SERIES_KEY
+from selfrefine.flows.plots import plots_of
 from selfrefine.storage import repository as repo
 from selfrefine.storage.artifacts import ArtifactStore
 from selfrefine.storage.engine import default_store

@@ -12,6 +12,7 @@ import uuid
 import pytest
 from sqlalchemy import select
 
+from selfrefine.runtime.registry import stage_names
 from selfrefine.storage import repository as repo
 from selfrefine.storage.engine import Store
 from selfrefine.storage.lineage import lineage
@@ -19,9 +20,8 @@ from selfrefine.storage.schema import Artifact, Iteration, Run, RunStatus, Stage
 from tests.flows.conftest import REPO, run_ids, selfrefine, show
 from tests.storage.conftest import pg_skip_reason, pg_url  # noqa: F401 - fixtures
 
-STAGES = ["ingest_data", "train_judge", "generate", "bootstrap_rationales", "score_filter",
-          "policy_round", "evaluate", "base_responses", "policy_responses", "evaluate_evaluator",
-          "evaluate_policy"]
+# Every stage of a run with policy prompts but the report, which runs outside the iterations.
+STAGES = [name for name in stage_names() if name != "report"]
 
 
 def _stage_rows(store: Store, run_id: uuid.UUID) -> dict[tuple[int, str], StageRun]:

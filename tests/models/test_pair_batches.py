@@ -78,7 +78,7 @@ def test_a_dimension_can_have_its_own_judge_kind():
 def test_a_pair_whose_response_does_not_fit_is_left_out_whole(tiny_dir):
     from selfrefine.data import PreferencePair
     from selfrefine.models.loading import load_tokenizer
-    from selfrefine.tasks.train_judge import build_judge_examples
+    from selfrefine.models.training.judge_examples import build_judge_examples
 
     context = [{"role": "user", "content": "Earlier question. " * 30}, {"role": "assistant", "content": "Answer."},
                {"role": "user", "content": "How do I boil an egg?"}]

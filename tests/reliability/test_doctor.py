@@ -15,13 +15,14 @@ import pytest
 from sqlalchemy import select
 
 from selfrefine.cli import main
+from selfrefine.runtime.runner import run_stage
+from selfrefine.runtime.stage import Stage
 from selfrefine.storage import repository as repo
 from selfrefine.storage.artifacts import ArtifactStore
 from selfrefine.storage.doctor import repair, run_checks
 from selfrefine.storage.engine import Store
 from selfrefine.storage.liveness import STALE_AFTER
 from selfrefine.storage.schema import Artifact, Iteration, Run, RunStatus, StageRun, StageStatus, utcnow
-from selfrefine.tasks.runner import run_stage
 from tests.reliability.conftest import REPO, dead_pid
 from tests.storage.conftest import db_url, iteration, pg_skip_reason, pg_url, store  # noqa: F401 - fixtures
 from tests.storage.stagefns import CountConfig, upper_dir, write_text
@@ -31,8 +32,9 @@ from tests.storage.stagefns import CountConfig, upper_dir, write_text
 @pytest.fixture
 def outputs(store, iteration):
     """Two completed stages: a file artifact and a directory artifact made from it."""
-    a = run_stage("write", write_text, CountConfig(), {}, code_version="1", iteration_id=iteration.id, store=store)
-    b = run_stage("upper", upper_dir, CountConfig(), {"data": a.outputs["data"]}, code_version="1",
+    a = run_stage(Stage("write", "1", CountConfig, write_text), CountConfig(), {},
+                  iteration_id=iteration.id, store=store)
+    b = run_stage(Stage("upper", "1", CountConfig, upper_dir), CountConfig(), {"data": a.outputs["data"]},
                   iteration_id=iteration.id, store=store)
     return a.outputs["data"], b.outputs["model"]
 
@@ -135,7 +137,8 @@ def test_a_stale_row_taken_over_meanwhile_is_not_failed(store, iteration):
         s.add(row)
     findings = run_checks(store, ArtifactStore())
     assert [f.check for f in findings] == ["stale_stage_run"]
-    out = run_stage("write", write_text, CountConfig(), {}, code_version="1", iteration_id=iteration.id, store=store)
+    out = run_stage(Stage("write", "1", CountConfig, write_text), CountConfig(), {},
+                    iteration_id=iteration.id, store=store)
     assert repair(store, ArtifactStore(), findings) == []
     with store.session() as s:
         assert s.get_one(StageRun, out.stage_run_id).status == StageStatus.completed

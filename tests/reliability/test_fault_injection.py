@@ -22,16 +22,18 @@ from collections import Counter
 import pytest
 from sqlalchemy import func, select
 
-from selfrefine.flows.plots import STAGE as REPORT
+from selfrefine.runtime.registry import stage_names
 from selfrefine.storage import repository as repo
 from selfrefine.storage.artifacts import ArtifactStore
 from selfrefine.storage.doctor import check_unknown_objects
 from selfrefine.storage.engine import Store
 from selfrefine.storage.schema import Artifact, Iteration, Run, RunStatus, StageRun, StageStatus
+from selfrefine.tasks.report import STAGE as REPORT_STAGE
 from tests.flows.conftest import REPO, cli_env, prefect_api, run_ids, selfrefine  # noqa: F401 - fixtures
 
-STAGES = ("ingest_data", "train_judge", "generate", "bootstrap_rationales", "score_filter",
-          "policy_round", "evaluate")
+# A run without policy prompts: ingest_data and the loop's six stages (runtime/registry.py's order).
+STAGES = tuple(stage_names()[:7])
+REPORT = REPORT_STAGE.name
 POINTS = ("start", "before_store", "before_register", "after_register")
 # Points inside the stage's work: the stage reruns (one more attempt) when the run resumes. A kill
 # before registering leaves stored objects no row refers to; the rerun registers the same bytes.

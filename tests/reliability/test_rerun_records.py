@@ -6,12 +6,13 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
+from selfrefine.runtime.runner import run_stage
+from selfrefine.runtime.stage import Stage
 from selfrefine.storage import repository as repo
 from selfrefine.storage.artifacts import ArtifactStore
 from selfrefine.storage.doctor import run_checks
 from selfrefine.storage.engine import Store
 from selfrefine.storage.schema import Artifact, ArtifactEdge, EdgeKind, StageRun, StageStatus
-from selfrefine.tasks.runner import run_stage
 from tests.storage.conftest import db_url, iteration, pg_skip_reason, pg_url, store  # noqa: F401 - fixtures
 from tests.storage.stagefns import CountConfig, write_text
 
@@ -24,7 +25,7 @@ def text_of(store: Store, outcome) -> str:
 
 
 def write(store, iteration, text: str):
-    return run_stage("write", write_text, CountConfig(text=text), {}, code_version="1",
+    return run_stage(Stage("write", "1", CountConfig, write_text), CountConfig(text=text), {},
                      iteration_id=iteration.id, store=store)
 
 

@@ -9,9 +9,10 @@ import uuid
 
 from pydantic import BaseModel, Field
 
+from selfrefine.runtime.runner import run_stage
+from selfrefine.runtime.stage import Output, Stage, StageReturn
 from selfrefine.storage import repository as repo
 from selfrefine.storage.engine import Store
-from selfrefine.tasks.runner import Output, StageReturn, run_stage
 
 
 class CountConfig(BaseModel):
@@ -58,14 +59,14 @@ def main() -> None:
     mode, url, parent_id = sys.argv[1], sys.argv[2], uuid.UUID(sys.argv[3])
     store = Store(url, migrate=False)
     if mode == "kill-mid-write":  # parent_id is an iteration id
-        run_stage("writer", _kill_mid_write, CountConfig(), {}, code_version="1",
+        run_stage(Stage("writer", "1", CountConfig, _kill_mid_write), CountConfig(), {},
                   iteration_id=parent_id, store=store)
     elif mode == "many":  # parent_id is a run id: one stage run in each of n iterations
         n, tag = int(sys.argv[4]), sys.argv[5]
         for i in range(n):
             with store.session() as s:
                 it = repo.get_or_create_iteration(s, parent_id, i)
-            run_stage("stage", write_text, CountConfig(text=f"{tag}-{i}"), {}, code_version="1",
+            run_stage(Stage("stage", "1", CountConfig, write_text), CountConfig(text=f"{tag}-{i}"), {},
                       iteration_id=it.id, store=store)
     else:
         raise SystemExit(f"unknown mode {mode}")

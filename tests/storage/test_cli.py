@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from selfrefine.cli import main
+from selfrefine.runtime.runner import run_stage
+from selfrefine.runtime.stage import Stage
 from selfrefine.storage import repository as repo
 from selfrefine.storage.engine import Store
-from selfrefine.tasks.runner import run_stage
 from tests.storage.stagefns import CountConfig, upper_dir, write_text
 
 MIGRATIONS = Path(__file__).parents[2] / "selfrefine" / "storage" / "migrations" / "versions"
@@ -25,12 +26,12 @@ def small_run(db_url):
     with store.session() as s:
         run = repo.create_run(s, name="cli-run", n_iterations=2, config={}, config_digest="d")
         its = [repo.get_or_create_iteration(s, run.id, i) for i in (1, 2)]
-    a = run_stage("write", write_text, CountConfig(), {}, code_version="1", iteration_id=its[0].id, store=store)
-    b = run_stage("upper", upper_dir, CountConfig(), {"data": a.outputs["data"]}, code_version="1",
+    a = run_stage(Stage("write", "1", CountConfig, write_text), CountConfig(), {}, iteration_id=its[0].id, store=store)
+    b = run_stage(Stage("upper", "1", CountConfig, upper_dir), CountConfig(), {"data": a.outputs["data"]},
                   iteration_id=its[0].id, store=store)
-    c = run_stage("write", write_text, CountConfig(text="other"), {}, code_version="1",
+    c = run_stage(Stage("write", "1", CountConfig, write_text), CountConfig(text="other"), {},
                   iteration_id=its[1].id, store=store)
-    d = run_stage("upper", upper_dir, CountConfig(), {"data": c.outputs["data"]}, code_version="1",
+    d = run_stage(Stage("upper", "1", CountConfig, upper_dir), CountConfig(), {"data": c.outputs["data"]},
                   iteration_id=its[1].id, store=store)
     yield run, (a, b, c, d)
     store.dispose()

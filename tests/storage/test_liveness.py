@@ -18,11 +18,12 @@ from sqlalchemy import event, func, select, update
 from selfrefine.errors import LeaseHeldError
 from selfrefine.flows import lease as lease_module
 from selfrefine.flows.lease import RunLease
+from selfrefine.runtime.runner import _claim, run_stage
+from selfrefine.runtime.stage import Stage
 from selfrefine.storage import liveness
 from selfrefine.storage.artifacts import ArtifactStore
 from selfrefine.storage.doctor import run_checks
 from selfrefine.storage.schema import Run, StageRun, StageStatus, utcnow
-from selfrefine.tasks.runner import _claim, run_stage
 from tests.reliability.conftest import dead_pid
 from tests.storage.stagefns import CountConfig, write_text
 
@@ -42,7 +43,7 @@ def _running_row(store, iteration, proc: liveness.ProcessIdentity, beat_age=time
 
 
 def _write(store, iteration):
-    return run_stage("write", write_text, CountConfig(), {}, code_version="1", iteration_id=iteration.id,
+    return run_stage(Stage("write", "1", CountConfig, write_text), CountConfig(), {}, iteration_id=iteration.id,
                      store=store)
 
 
@@ -175,7 +176,7 @@ def test_of_two_claimers_of_one_stale_row_exactly_one_wins(store, iteration):
 
 def test_a_taken_over_claim_registers_nothing(store, iteration):
     """A process whose row was taken over as stale neither completes nor fails the new claim."""
-    from selfrefine.tasks import runner
+    from selfrefine.runtime import runner
 
     row_id, attempt = _claim(store, "write", "k" * 64, iteration.id, CountConfig(), "1", None, "inline")
     with store.session() as s:  # taken over by another claim (attempt + 1)

@@ -7,9 +7,10 @@ import logging
 
 from pydantic import BaseModel
 
+from selfrefine.runtime.runner import run_stage
+from selfrefine.runtime.stage import Output, Stage, StageReturn
 from selfrefine.storage import repository as repo
 from selfrefine.storage.schema import StageRun, StageStatus
-from selfrefine.tasks.runner import Output, StageReturn, run_stage
 
 
 class NoConfig(BaseModel):
@@ -30,7 +31,7 @@ def measure_badly(ctx) -> StageReturn:
 
 def test_non_finite_metrics_are_left_out_with_a_warning(store, iteration, caplog):
     with caplog.at_level(logging.WARNING, logger="selfrefine.storage.repository"):
-        outcome = run_stage("measure", measure_badly, NoConfig(), {}, code_version="1",
+        outcome = run_stage(Stage("measure", "1", NoConfig, measure_badly), NoConfig(), {},
                             iteration_id=iteration.id, store=store)
     with store.session() as s:
         assert s.get_one(StageRun, outcome.stage_run_id).status == StageStatus.completed

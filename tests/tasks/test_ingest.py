@@ -12,11 +12,11 @@ import pytest
 
 from selfrefine.data import DataSource, read_jsonl
 from selfrefine.errors import DataError
+from selfrefine.runtime.inputs import DATA_FILE
+from selfrefine.runtime.registry import execute
 from selfrefine.storage.schema import Artifact, Metric
 from selfrefine.tasks import ingest
-from selfrefine.tasks.common import DATA_FILE
-from selfrefine.tasks.registry import execute, stage_module
-from tests.tasks.conftest import FIXTURES, row_counts, stored_paths
+from tests.tasks.conftest import DEMO, FIXTURES, TINY, metric_value, read_rows, replace_run, row_counts, stored_paths
 
 INVALID = FIXTURES / "invalid"
 
@@ -121,7 +121,7 @@ def test_an_edited_source_file_is_ingested_again_and_an_unchanged_one_reused(sto
     first = run_ingest(ingest.prepare({"heldout_0": ("pairs", local(data))})[0], store, artifacts)
 
     with monkeypatch.context() as patch:
-        patch.setattr(stage_module("ingest_data"), "run", _must_not_run)
+        replace_run(patch, "ingest_data", _must_not_run)
         again = run_ingest(ingest.prepare({"heldout_0": ("pairs", local(data))})[0], store, artifacts)
     assert (again.status, again.outputs) == ("reused", first.outputs)
 
@@ -153,7 +153,7 @@ def test_a_dimension_defined_in_the_config_is_accepted(store, artifacts):
 
 
 def test_a_dimension_defined_in_the_config_reaches_the_later_stages(store, artifacts):
-    from selfrefine.tasks.common import JudgeSettings
+    from selfrefine.scoring.judge_settings import JudgeSettings
     from selfrefine.tasks.evaluate import EvaluateConfig
 
     config, _ = ingest.prepare({"heldout_0": ("pairs", local(INVALID / "unknown_dimension.jsonl"))}, SPARKLY)
@@ -180,3 +180,32 @@ def test_a_root_relative_path_is_pinned_by_the_digest_of_the_file_under_the_root
     config, counts = ingest.prepare({"p": ("pairs", local("pairs.jsonl", root=str(FIXTURES)))})
     assert counts["p"] == 5
     assert config.sources["p"].content_digest == sha256_of(FIXTURES / "pairs.jsonl")
+
+
+def test_ingest_writes_the_validated_items_of_each_source(chain):
+    demo = {"pairs": read_rows(DEMO / "pairs.jsonl"), "prompts": read_rows(DEMO / "prompts.jsonl"),
+            "bestofn": read_rows(DEMO / "bestofn.jsonl")}
+    runs = chain.metrics(chain.outcomes["ingest_data"].stage_run_id)
+    for role, (kind, source) in {"seed_pairs_0": ("pairs", TINY.data.seed_pairs[0]),
+                                 "prompts_0": ("prompts", TINY.data.prompts[0]),
+                                 "heldout_pairs_0": ("pairs", TINY.data.heldout_pairs[0]),
+                                 "bestofn_0": ("bestofn", TINY.data.bestofn[0])}.items():
+        items = read_jsonl(chain.output("ingest_data", role) / DATA_FILE, kind)
+        # The demo files are valid: the records after `skip`, at most `limit` of them.
+        expected = demo[kind][source.skip:][:source.limit]
+        assert len(items) == len(expected) > 0
+        for item, raw in zip(items, expected):
+            prompt = raw.get("prompt") or raw["instruction"]
+            if isinstance(prompt, list):  # a multi-turn context is kept turn by turn
+                assert [dict(t) for t in item.context] == [dict(t) for t in prompt]
+            else:
+                assert item.context[-1] == {"role": "user", "content": prompt}
+            assert item.dimension == raw["dimension"] and item.source == "demo"
+            if kind == "pairs":
+                assert (item.chosen, item.rejected) == (raw["chosen"], raw["rejected"])
+            if kind == "bestofn":
+                assert [(c.output, c.preference) for c in item.candidates] == \
+                       [(c["output"], c["preference"]) for c in raw["candidates"]]
+        meta = chain.artifact(chain.outcomes["ingest_data"].outputs[role]).meta
+        assert meta["items"] == len(items) and meta["data_kind"] == kind
+        assert metric_value(runs, "items", role=role, data_kind=kind) == len(items)

@@ -17,12 +17,13 @@ from selfrefine.models.judge_info import JUDGE_INFO
 from selfrefine.models.judge_types import PairItem
 from selfrefine.models.per_dimension_judge import PerDimensionJudge
 from selfrefine.models.training.reward_config import RewardRecipeConfig
+from selfrefine.runtime.inputs import DATA_FILE
+from selfrefine.runtime.registry import execute
+from selfrefine.scoring.judge_gate import KeepBestConfig
+from selfrefine.scoring.judge_settings import JudgeSettings
 from selfrefine.storage.digests import digest_path
 from selfrefine.storage.schema import Artifact, Metric
 from selfrefine.tasks import ingest
-from selfrefine.tasks.common import DATA_FILE, JudgeSettings
-from selfrefine.tasks.judge_gate import KeepBestConfig
-from selfrefine.tasks.registry import execute
 
 TINY = load_preset("tiny")
 DIMENSIONS = ["harmless", "helpful"]
@@ -177,7 +178,7 @@ def test_dimensions_can_have_judges_of_different_kinds(stages):
 
 
 def test_keep_best_keeps_or_replaces_each_dimensions_judge_on_its_own(stages, monkeypatch):
-    from selfrefine.tasks import judge_gate
+    from selfrefine.scoring import judge_gate
 
     keep_best = KeepBestConfig(validation_fraction=0.25, judge=JudgeSettings(dtype="float32"))
     config = per_dimension_config(keep_best=keep_best)
@@ -237,7 +238,7 @@ def test_evaluate_takes_over_the_scores_of_a_sub_judge_that_did_not_change(stage
     heldout = {"heldout_0": stages.data["heldout_0"], "heldout_1": stages.data["heldout_1"]}
     evaluate = TINY.evaluate.model_copy(update={"max_pairs": None})
     before = stages.run("evaluate", evaluate, {**heldout, "judge": first.outputs["judge"]})
-    with caplog.at_level(logging.INFO, logger="selfrefine.tasks.score_replay"):
+    with caplog.at_level(logging.INFO, logger="selfrefine.scoring.score_replay"):
         after = stages.run("evaluate", evaluate, {**heldout, "judge": second.outputs["judge"],
                                                   "previous_metrics": before.outputs["metrics"]})
     first_metrics, second_metrics = (json.loads(stages.path(e.outputs["metrics"]).read_text()) for e in (before, after))

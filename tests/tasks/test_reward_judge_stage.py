@@ -13,10 +13,10 @@ from selfrefine.models.judge_info import JUDGE_INFO
 from selfrefine.models.judge_types import PairItem
 from selfrefine.models.reward_judge import RewardHeadJudge
 from selfrefine.models.training.reward_config import RewardRecipeConfig
+from selfrefine.runtime.inputs import DATA_FILE, sample
+from selfrefine.runtime.registry import execute
+from selfrefine.scoring.metrics import expected_calibration_error
 from selfrefine.tasks import ingest
-from selfrefine.tasks.common import DATA_FILE, sample
-from selfrefine.tasks.metrics import expected_calibration_error
-from selfrefine.tasks.registry import execute
 
 TINY = load_preset("tiny")
 
@@ -72,8 +72,8 @@ def _artifact(store, art_id):
 
 
 def _key_of(config, data, store, artifacts) -> str:
-    from selfrefine.tasks.keys import stage_key
-    from selfrefine.tasks.train_judge import CODE_VERSION, pin
+    from selfrefine.runtime.keys import key_for
+    from selfrefine.tasks.train_judge import STAGE
 
     digest = _artifact(store, data["seed_pairs_0"]).sha256
-    return stage_key("train_judge", CODE_VERSION, pin(config), {"seed_pairs_0": digest}, 1)
+    return key_for(STAGE, config, {"seed_pairs_0": digest}, 1)[0]

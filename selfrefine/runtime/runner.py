@@ -1,9 +1,10 @@
 """The stage runner: the one mechanism every stage goes through.
 
-Given a stage name, its config and its input artifact ids, `run_stage`:
+Given a stage (`runtime.stage.Stage`), its config and its input artifact ids, `run_stage`:
 
 1. resolves and verifies the inputs (before touching any row, so bad input changes nothing);
-2. computes the stage key (stage, code version, output-affecting config, input digests, seed);
+2. computes the stage key (`runtime.keys.key_for`: stage, code version, output-affecting pinned
+   config, input digests, seed);
 3. reuses a completed stage run with that key whose outputs still verify (an altered output
    marks that run `invalidated` and the stage recomputes);
 4. otherwise claims this iteration's row (`running`, attempt + 1; a `running` row whose process
@@ -24,113 +25,65 @@ import sys
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
 
 from pydantic import BaseModel
 from sqlalchemy.exc import IntegrityError
 
 from selfrefine.errors import ArtifactIntegrityError, LeaseHeldError, NotFoundError, StoreError
 from selfrefine.provenance import config_snapshot, library_versions, redact_text
+from selfrefine.runtime.keys import key_for
+from selfrefine.runtime.stage import InputArtifact, Stage, StageContext, StageOutcome
 from selfrefine.storage import repository as repo
 from selfrefine.storage.artifacts import ArtifactStore
 from selfrefine.storage.engine import Store, default_store
 from selfrefine.storage.liveness import Heartbeat, claim_fields, stage_run_is_stale
 from selfrefine.storage.schema import Artifact, StageRun, StageStatus, utcnow
-from selfrefine.tasks.keys import stage_key
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Output:
-    """One output of a stage: a file or directory the stage wrote inside its `out_dir`."""
-
-    path: Path
-    kind: str
-    meta: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class StageReturn:
-    """What a stage function returns: its outputs by role, and metrics (name, value, labels)."""
-
-    outputs: dict[str, Output]
-    metrics: list[tuple[str, float, dict[str, Any]]] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class InputArtifact:
-    id: uuid.UUID
-    kind: str
-    sha256: str
-    path: Path
-    meta: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class StageContext:
-    """What a stage function receives."""
-
-    stage: str
-    config: BaseModel
-    inputs: dict[str, InputArtifact]
-    out_dir: Path
-    seed: int | None
-    stage_run_id: uuid.UUID
-
-
-@dataclass(frozen=True)
-class StageOutcome:
-    stage_run_id: uuid.UUID
-    stage_key: str
-    status: Literal["ran", "reused"]
-    outputs: dict[str, uuid.UUID]
-
-
-StageFn = Callable[[StageContext], StageReturn]
-
-
-def run_stage(stage: str, fn: StageFn, config: BaseModel, inputs: Mapping[str, uuid.UUID], *,
-              code_version: str, iteration_id: uuid.UUID | None = None, seed: int | None = None,
+def run_stage(stage: Stage, config: BaseModel, inputs: Mapping[str, uuid.UUID], *,
+              iteration_id: uuid.UUID | None = None, seed: int | None = None,
               placement: str = "inline", store: Store | None = None,
               artifacts: ArtifactStore | None = None) -> StageOutcome:
+    """Run (or reuse) `stage` with `config` on the artifacts `inputs` (role → id)."""
     store = store or default_store()
     artifacts = artifacts or ArtifactStore()
     resolved = _resolve_inputs(store, artifacts, inputs)
-    key = stage_key(stage, code_version, config, {r: a.sha256 for r, a in resolved.items()}, seed)
+    key, config = key_for(stage, config, {r: a.sha256 for r, a in resolved.items()}, seed)
+    name = stage.name
 
-    reused = _try_reuse(store, artifacts, key, stage, iteration_id, resolved, config, seed)
+    reused = _try_reuse(store, artifacts, key, name, iteration_id, resolved, config, seed)
     if reused is not None:
-        log.info("%s: reused stage run %s (key %s)", stage, str(reused.stage_run_id)[:8], key[:12])
+        log.info("%s: reused stage run %s (key %s)", name, str(reused.stage_run_id)[:8], key[:12])
         return reused
 
-    row_id, attempt = _claim(store, stage, key, iteration_id, config, code_version, seed, placement)
+    row_id, attempt = _claim(store, name, key, iteration_id, config, stage.code_version, seed, placement)
     heartbeat = Heartbeat(store, row_id, attempt)
     heartbeat.start()
     try:
-        _fault(stage, "start", store, iteration_id)
+        _fault(name, "start", store, iteration_id)
         with artifacts.staging() as out_dir:
-            ctx = StageContext(stage=stage, config=config, inputs=resolved, out_dir=out_dir,
+            ctx = StageContext(stage=name, config=config, inputs=resolved, out_dir=out_dir,
                                seed=seed, stage_run_id=row_id)
             started = time.perf_counter()
-            result = fn(ctx)
+            result = stage.run(ctx)
             # The stage's own work, apart from the runner's bookkeeping (bench/orchestration.py).
             result.metrics.append(("stage_function_seconds", time.perf_counter() - started, {}))
-            _fault(stage, "before_store", store, iteration_id)
-            stored = {role: (artifacts.put(_inside(out_dir, out.path, stage, role)), out)
+            _fault(name, "before_store", store, iteration_id)
+            stored = {role: (artifacts.put(_inside(out_dir, out.path, name, role)), out)
                       for role, out in result.outputs.items()}
-        _fault(stage, "before_register", store, iteration_id)
-        outcome = _register(store, row_id, key, stage, resolved, stored, result.metrics, attempt)
+        _fault(name, "before_register", store, iteration_id)
+        outcome = _register(store, row_id, key, name, resolved, stored, result.metrics, attempt)
     except BaseException as exc:
         heartbeat.stop()
         _record_failure(store, row_id, exc, attempt)
         raise
     heartbeat.stop()
-    _fault(stage, "after_register", store, iteration_id)
-    log.info("%s: completed stage run %s (key %s)", stage, str(row_id)[:8], key[:12])
+    _fault(name, "after_register", store, iteration_id)
+    log.info("%s: completed stage run %s (key %s)", name, str(row_id)[:8], key[:12])
     return outcome
 
 

@@ -9,8 +9,8 @@ import math
 import pytest
 
 from selfrefine.errors import DataError
-from selfrefine.tasks.metrics import flatten_metrics
-from selfrefine.tasks.policy_metrics import (
+from selfrefine.scoring.metric_rows import flatten_metrics
+from selfrefine.scoring.policy_metrics import (
     PolicyScores,
     bootstrap_lc_se,
     controllability,

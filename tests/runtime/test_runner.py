@@ -11,11 +11,12 @@ import pytest
 from sqlalchemy import func, select
 
 from selfrefine.errors import ArtifactIntegrityError, LeaseHeldError, NotFoundError
+from selfrefine.runtime.runner import run_stage
+from selfrefine.runtime.stage import Stage
 from selfrefine.storage import repository as repo
 from selfrefine.storage.artifacts import ArtifactStore
 from selfrefine.storage.engine import Store
 from selfrefine.storage.schema import Artifact, ArtifactEdge, EdgeKind, Metric, StageRun, StageStatus, utcnow
-from selfrefine.tasks.runner import run_stage
 from tests.storage import stagefns
 from tests.storage.stagefns import CountConfig, upper_dir, write_text
 
@@ -29,9 +30,9 @@ def _reset_calls():
 
 
 def _two_stages(store, iteration_id, cfg=None):
-    a = run_stage("write", write_text, cfg or CountConfig(), {}, code_version="1",
+    a = run_stage(Stage("write", "1", CountConfig, write_text), cfg or CountConfig(), {},
                   iteration_id=iteration_id, store=store)
-    b = run_stage("upper", upper_dir, CountConfig(), {"data": a.outputs["data"]}, code_version="1",
+    b = run_stage(Stage("upper", "1", CountConfig, upper_dir), CountConfig(), {"data": a.outputs["data"]},
                   iteration_id=iteration_id, store=store)
     return a, b
 
@@ -76,13 +77,13 @@ def test_reuse_across_iterations_is_recorded_as_reused_rows(store, iteration):
 def test_changing_an_output_affecting_field_recomputes_but_speed_fields_do_not(store, iteration):
     a, _ = _two_stages(store, iteration.id)
     stagefns.CALLS.clear()
-    same = run_stage("write", write_text, CountConfig(batch_size=64), {}, code_version="1",
+    same = run_stage(Stage("write", "1", CountConfig, write_text), CountConfig(batch_size=64), {},
                      iteration_id=iteration.id, store=store)
     assert same.status == "reused" and stagefns.CALLS == []
-    changed = run_stage("write", write_text, CountConfig(repeat=3), {}, code_version="1",
+    changed = run_stage(Stage("write", "1", CountConfig, write_text), CountConfig(repeat=3), {},
                         iteration_id=iteration.id, store=store)
     assert changed.status == "ran" and changed.stage_key != a.stage_key
-    bumped = run_stage("write", write_text, CountConfig(repeat=3), {}, code_version="2",
+    bumped = run_stage(Stage("write", "2", CountConfig, write_text), CountConfig(repeat=3), {},
                        iteration_id=iteration.id, store=store)
     assert bumped.status == "ran"
     with store.session() as s:  # retries in one iteration update one row
@@ -100,7 +101,7 @@ def test_altered_artifact_is_detected_and_the_stage_recomputes(store, iteration)
     with pytest.raises(ArtifactIntegrityError, match="altered"):
         arts.verify(art.uri, art.sha256)
     stagefns.CALLS.clear()
-    again = run_stage("write", write_text, CountConfig(), {}, code_version="1",
+    again = run_stage(Stage("write", "1", CountConfig, write_text), CountConfig(), {},
                       iteration_id=iteration.id, store=store)
     assert again.status == "ran" and stagefns.CALLS == ["write"]
     with store.session() as s:
@@ -114,13 +115,13 @@ def test_altered_artifact_is_detected_and_the_stage_recomputes(store, iteration)
 
 def test_failure_is_recorded_and_a_retry_counts_the_attempt(store, iteration):
     with pytest.raises(ValueError, match="boom"):
-        run_stage("write", stagefns.fail, CountConfig(), {}, code_version="1",
+        run_stage(Stage("write", "1", CountConfig, stagefns.fail), CountConfig(), {},
                   iteration_id=iteration.id, store=store)
     with store.session() as s:
         row = repo.stage_run_for(s, iteration.id, "write")
         assert row.status == StageStatus.failed and "boom in stage" in row.error
         assert s.scalar(select(func.count()).select_from(Artifact)) == 0
-    ok = run_stage("write", write_text, CountConfig(), {}, code_version="1",
+    ok = run_stage(Stage("write", "1", CountConfig, write_text), CountConfig(), {},
                    iteration_id=iteration.id, store=store)
     with store.session() as s:
         row = s.get_one(StageRun, ok.stage_run_id)
@@ -131,7 +132,7 @@ def test_unknown_input_fails_before_any_row_is_written(store, iteration):
     import uuid
 
     with pytest.raises(NotFoundError, match="input 'data'"):
-        run_stage("upper", upper_dir, CountConfig(), {"data": uuid.uuid4()}, code_version="1",
+        run_stage(Stage("upper", "1", CountConfig, upper_dir), CountConfig(), {"data": uuid.uuid4()},
                   iteration_id=iteration.id, store=store)
     with store.session() as s:
         assert s.scalar(select(func.count()).select_from(StageRun)) == 0
@@ -145,7 +146,7 @@ def test_running_row_of_a_live_process_is_not_taken_over(store, iteration):
                        status=StageStatus.running, attempt=1, code_version="1",
                        host=__import__("socket").gethostname(), pid=os.getppid(), heartbeat_at=utcnow()))
     with pytest.raises(LeaseHeldError, match="running in process"):
-        run_stage("write", write_text, CountConfig(), {}, code_version="1",
+        run_stage(Stage("write", "1", CountConfig, write_text), CountConfig(), {},
                   iteration_id=iteration.id, store=store)
 
 
@@ -154,7 +155,7 @@ def test_stale_running_row_from_another_host_is_retried(store, iteration):
         s.add(StageRun(iteration_id=iteration.id, stage="write", stage_key="x" * 64,
                        status=StageStatus.running, attempt=1, code_version="1", host="gone-host",
                        pid=1, heartbeat_at=utcnow() - timedelta(hours=1)))
-    out = run_stage("write", write_text, CountConfig(), {}, code_version="1",
+    out = run_stage(Stage("write", "1", CountConfig, write_text), CountConfig(), {},
                     iteration_id=iteration.id, store=store)
     with store.session() as s:
         row = s.get_one(StageRun, out.stage_run_id)
@@ -182,7 +183,7 @@ def test_sigkill_while_writing_an_artifact_leaves_the_store_consistent(store, it
         assert s.scalar(select(func.count()).select_from(Artifact)) == 0
     _consistent(store)
     # The dead process's row is stale: a new attempt takes it over and completes.
-    out = run_stage("writer", write_text, CountConfig(), {}, code_version="1",
+    out = run_stage(Stage("writer", "1", CountConfig, write_text), CountConfig(), {},
                     iteration_id=iteration.id, store=store)
     with store.session() as s:
         assert s.get_one(StageRun, out.stage_run_id).attempt == 2
@@ -193,7 +194,7 @@ def test_sigkill_between_storing_and_registering_registers_nothing(store, iterat
     env = {"SELFREFINE_FAULT": "stage:before_register:kill"}
     script = ("import sys, uuid; from tests.storage.stagefns import *; "
               "from selfrefine.storage.engine import Store; "
-              "run_stage('stage', write_text, CountConfig(), {}, code_version='1', "
+              "run_stage(Stage('stage', '1', CountConfig, write_text), CountConfig(), {}, "
               "iteration_id=uuid.UUID(sys.argv[2]), store=Store(sys.argv[1], migrate=False))")
     import os
     proc = subprocess.run([sys.executable, "-c", script, db_url, str(iteration.id)], cwd=REPO,

@@ -10,7 +10,7 @@ import pytest
 
 from selfrefine.models.judge import Judge
 from selfrefine.models.judge_types import AbsoluteItem, PairItem
-from selfrefine.tasks.score_replay import RecordingJudge, item_digest, judge_identity
+from selfrefine.scoring.score_replay import RecordingJudge, item_digest, judge_identity
 
 CTX = [{"role": "user", "content": "How should I store fresh basil?"}]
 RESPONSES = ["Keep the stems in a glass of water.", "Put it in the freezer.", "Basil is a herb.",

@@ -1,7 +1,7 @@
 """Judge metrics for the `evaluate` stage: pure functions from scores to JSON-ready dicts.
 
 Nothing here touches the store, Prefect or files; the stage feeds in judge outputs and turns the
-nested result into store rows with `flatten_metrics`.
+nested result into store rows with `metric_rows.flatten_metrics`.
 
 Calibration (ECE). The MORE paper (more-diversified-preferences.txt, §5.1) measures reward models
 by the Expected Calibration Error of Naeini et al. (2015) / Guo et al. (2017):
@@ -26,10 +26,8 @@ Errors: empty or malformed data raises `DataError`; an invalid parameter (`n_bin
 
 from __future__ import annotations
 
-import logging
-import math
 import numbers
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,20 +36,6 @@ import numpy as np
 from selfrefine.data.bestofn import oracle_win_rate, random_pick_win_rate, win_rate
 from selfrefine.data.schema import BestOfNItem
 from selfrefine.errors import ConfigError, DataError
-
-logger = logging.getLogger(__name__)
-
-MetricRow = tuple[str, float, dict[str, Any]]
-
-# Keys of a nested result whose children are groups: the child keys become these labels.
-GROUP_LEVELS: dict[str, tuple[str, ...]] = {
-    "by_source": ("source",),
-    "by_dimension": ("dimension",),
-    "by_source_dimension": ("source", "dimension"),
-}
-# Lists in a nested result: the label that numbers their elements (default "index").
-LIST_LABELS: dict[str, str] = {"bins": "bin", "counts": "bin", "edges": "edge",
-                               "cluster_sizes": "cluster", "kept_per_cluster": "cluster"}
 
 
 # --- calibration --------------------------------------------------------------------------------
@@ -201,7 +185,7 @@ def grouped(keys: Sequence[Hashable], rows: Sequence[Any],
     nests the result one level per part: {"hh": {"harmless": metrics}}. Groups come in sorted
     order. For metrics over two aligned lists, group their zip:
     `grouped(keys, list(zip(chosen, rejected)), lambda g: absolute_metrics(*zip(*g)))`.
-    Under the keys of `GROUP_LEVELS` the result flattens into labelled rows.
+    Under the keys of `metric_rows.GROUP_LEVELS` the result flattens into labelled rows.
     """
     if len(keys) != len(rows):
         raise ValueError(f"{len(keys)} keys for {len(rows)} rows; give one group key per row")
@@ -294,109 +278,7 @@ def best_of_n_metrics(items: Sequence[BestOfNItem], scores_per_item: Sequence[Se
     }
 
 
-# --- comparison and store rows ------------------------------------------------------------------
-
-def metric_deltas(current: Mapping[str, float], previous: Mapping[str, float] | None) -> dict[str, float]:
-    """current - previous for every key holding a finite number in both (none without a previous)."""
-    if previous is None:
-        return {}
-    return {key: float(current[key]) - float(previous[key]) for key in sorted(current)
-            if key in previous and _is_number(current[key]) and _is_number(previous[key])}
-
-
-def flatten_metrics(nested: Mapping[str, Any], *, prefix: str = "",
-                    labels: Mapping[str, Any] | None = None,
-                    group_levels: Mapping[str, tuple[str, ...]] = GROUP_LEVELS,
-                    list_labels: Mapping[str, str] = LIST_LABELS) -> list[MetricRow]:
-    """Rows `(name, value, labels)` for the store from a nested result.
-
-    Names join the keys with "_" ({"pairwise": {"accuracy": x}} → "pairwise_accuracy"). The
-    children of a `group_levels` key become labels instead of name parts ({"by_source": {"hh":
-    {...}}} → labels {"source": "hh"}); list elements get their index as a label (`list_labels`,
-    e.g. reliability bins → {"bin": i}). Strings and None are skipped, booleans become 0/1,
-    non-finite numbers are skipped with a warning.
-    """
-    rows: list[MetricRow] = []
-    _walk(nested, [prefix] if prefix else [], dict(labels or {}), rows, group_levels, list_labels)
-    return rows
-
-
-def metric_key(name: str, labels: Mapping[str, Any]) -> str:
-    """A flat key for one row: `name` or `name{k1=v1,k2=v2}` with the labels sorted."""
-    if not labels:
-        return name
-    return name + "{" + ",".join(f"{k}={labels[k]}" for k in sorted(labels)) + "}"
-
-
-def delta_rows(current: Iterable[MetricRow], previous: Iterable[MetricRow] | None,
-               prefix: str = "delta_") -> list[MetricRow]:
-    """Rows `(prefix + name, current - previous, labels)` for the metrics present in both lists."""
-    if previous is None:
-        return []
-    current, where = list(current), {}
-    for name, _, labels in current:
-        where[metric_key(name, labels)] = (name, dict(labels))
-    deltas = metric_deltas(_by_key(current), _by_key(previous))
-    return [(prefix + where[k][0], value, where[k][1]) for k, value in deltas.items()]
-
-
 # --- helpers ------------------------------------------------------------------------------------
-
-def _by_key(rows: Iterable[MetricRow]) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for name, value, labels in rows:
-        key = metric_key(name, labels)
-        if key in out:
-            raise ValueError(f"metric {key} appears twice; give each row distinct labels")
-        out[key] = value
-    return out
-
-
-def _walk(node: Any, parts: list[str], labels: dict[str, Any], rows: list[MetricRow],
-          group_levels: Mapping[str, tuple[str, ...]], list_labels: Mapping[str, str]) -> None:
-    if node is None or isinstance(node, str):
-        return
-    if isinstance(node, (bool, np.bool_)) or isinstance(node, numbers.Real):
-        name = "_".join(parts)
-        if not name:
-            raise ValueError("a bare number has no name; pass a dict or a prefix")
-        if math.isfinite(float(node)):
-            rows.append((name, float(node), dict(labels)))
-        else:
-            logger.warning("metric %s is %s; not stored", metric_key(name, labels), node)
-        return
-    if isinstance(node, Mapping):
-        for key, value in node.items():
-            if key in group_levels:
-                _walk_groups(value, group_levels[key], parts, labels, rows, group_levels, list_labels)
-            else:
-                _walk(value, parts + [str(key)], labels, rows, group_levels, list_labels)
-        return
-    if isinstance(node, (list, tuple, np.ndarray)):
-        label = list_labels.get(parts[-1] if parts else "", "index")
-        if label in labels:
-            raise ValueError(f"label {label!r} is used twice under {'_'.join(parts)}")
-        for i, value in enumerate(node):
-            _walk(value, parts, {**labels, label: i}, rows, group_levels, list_labels)
-        return
-    raise TypeError(f"cannot flatten {type(node).__name__} at {'_'.join(parts) or 'the top'}; "
-                    "use dicts, lists, numbers, strings or None")
-
-
-def _walk_groups(node: Any, levels: tuple[str, ...], parts: list[str], labels: dict[str, Any],
-                 rows: list[MetricRow], group_levels: Mapping[str, tuple[str, ...]],
-                 list_labels: Mapping[str, str]) -> None:
-    if not levels:
-        _walk(node, parts, labels, rows, group_levels, list_labels)
-        return
-    if not isinstance(node, Mapping):
-        raise ValueError(f"expected groups by {levels[0]} under {'_'.join(parts) or 'the top'}, "
-                         f"got {type(node).__name__}")
-    if levels[0] in labels:
-        raise ValueError(f"label {levels[0]!r} is used twice under {'_'.join(parts) or 'the top'}")
-    for key, value in node.items():
-        _walk_groups(value, levels[1:], parts, {**labels, levels[0]: key}, rows, group_levels, list_labels)
-
 
 def _get(obj: Any, name: str, index: int, what: str) -> Any:
     value = obj.get(name) if isinstance(obj, Mapping) else getattr(obj, name, None)
@@ -453,12 +335,5 @@ def _yes_rate(scores: Sequence[Any], what: str) -> float:
     return sum(a == "Yes" for a in answers) / len(answers)
 
 
-def _is_number(value: Any) -> bool:
-    return (isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
-            and math.isfinite(float(value)))
-
-
-__all__ = ["MetricRow", "GROUP_LEVELS", "LIST_LABELS", "ReliabilityBin", "CalibrationReport",
-           "expected_calibration_error", "pairwise_metrics", "absolute_metrics", "grouped",
-           "judge_picks", "best_of_n_metrics", "metric_deltas", "flatten_metrics", "metric_key",
-           "delta_rows"]
+__all__ = ["ReliabilityBin", "CalibrationReport", "expected_calibration_error", "pairwise_metrics",
+           "absolute_metrics", "grouped", "judge_picks", "best_of_n_metrics"]

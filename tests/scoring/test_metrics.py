@@ -12,16 +12,13 @@ from selfrefine.data import DataSource, load_bestofn
 from selfrefine.data.schema import BestOfNItem, Candidate, turn
 from selfrefine.errors import ConfigError, DataError
 from selfrefine.models.judge_types import AbsoluteScore, PairVerdict
-from selfrefine.tasks.metrics import (
+from selfrefine.scoring.metric_rows import delta_rows, flatten_metrics, metric_deltas, metric_key
+from selfrefine.scoring.metrics import (
     absolute_metrics,
     best_of_n_metrics,
-    delta_rows,
     expected_calibration_error,
-    flatten_metrics,
     grouped,
     judge_picks,
-    metric_deltas,
-    metric_key,
     pairwise_metrics,
 )
 

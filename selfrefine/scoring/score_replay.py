@@ -43,7 +43,7 @@ def item_digest(item: Any) -> str:
 def judge_identity(model: str | Path, settings: Mapping[str, Any]) -> str | None:
     """What a judge's scores depend on: its files' content (or the packaged model's version) and the
     settings it is loaded and prompted with; None for a hub id, whose content is not pinned."""
-    from selfrefine.tasks.common import model_fingerprint
+    from selfrefine.runtime.keys import model_fingerprint
 
     fingerprint = model_fingerprint(str(model))
     if fingerprint is None:

@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 
 from selfrefine.errors import DataError
-from selfrefine.tasks.metrics import finite_array, grouped, standard_error
+from selfrefine.scoring.metrics import finite_array, grouped, standard_error
 
 TIE_RTOL = 1e-9
 LC_C = 1.0

@@ -10,8 +10,8 @@ import pytest
 
 from selfrefine.errors import ConfigError, DataError, ModelLoadError
 from selfrefine.models.embedding import SentenceEmbedder
-from selfrefine.tasks.metrics import flatten_metrics
-from selfrefine.tasks.selection import (
+from selfrefine.scoring.metric_rows import flatten_metrics
+from selfrefine.scoring.selection import (
     DEFAULT_SCORE_EDGES,
     FilterReport,
     diverse_subset,

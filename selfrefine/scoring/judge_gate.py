@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from selfrefine.data import PreferencePair
 from selfrefine.errors import ConfigError
 from selfrefine.models.judge_info import JudgeKind
-from selfrefine.tasks.common import JudgeSettings
+from selfrefine.scoring.judge_settings import JudgeSettings
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def validation_accuracy(judge_dir: Path | str, pairs: Sequence[PreferencePair], 
     """Pairwise accuracy of the judge in `judge_dir` on `pairs` (ties count half, as in evaluate)."""
     import gc
 
-    from selfrefine.tasks.evaluate import evaluate_judge
+    from selfrefine.scoring.judge_eval import evaluate_judge
 
     judge = cfg.judge.load(str(judge_dir), dimension_definitions)
     try:
