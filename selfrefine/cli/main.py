@@ -26,13 +26,13 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from selfrefine import config_reference
-    from selfrefine.cli import audit, db, doctor, inspect, run, server
+    from selfrefine.cli import audit, db, doctor, export, inspect, run, server
 
     parser = _Parser(prog="selfrefine", description="Iterative self-refinement of an LLM judge and policy.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for known errors")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for module in (run, inspect, audit, db, doctor, server, config_reference):
+    for module in (run, inspect, audit, db, doctor, server, export, config_reference):
         module.register(sub)
     return parser
 
