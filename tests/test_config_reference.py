@@ -22,10 +22,10 @@ def test_every_config_field_has_a_description():
 
 
 def test_reference_lists_sections_presets_and_environment():
-    from selfrefine.flows.config import CONFIG_SECTIONS, preset_names
+    from selfrefine.flows.config import config_sections, preset_names
 
     text = render()
-    for section in CONFIG_SECTIONS:
+    for section in config_sections():
         assert f"## `{section}`" in text
     for preset in preset_names():
         assert f"| `{preset}` |" in text

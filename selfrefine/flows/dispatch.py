@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -24,6 +25,7 @@ from pydantic import BaseModel
 
 from selfrefine.errors import StageFailedError
 from selfrefine.flows.lease import require_lease
+from selfrefine.progress import LOGGER_NAME, format_seconds
 from selfrefine.runtime.keys import key_for
 from selfrefine.runtime.registry import execute, get_stage
 from selfrefine.runtime.stage import StageOutcome
@@ -34,6 +36,7 @@ from selfrefine.storage.schema import Artifact, StageStatus
 
 STAGE_FLOW = "stage"
 log = logging.getLogger(__name__)
+progress_log = logging.getLogger(LOGGER_NAME)
 
 # The state of the `stage` flow run created under an idempotency key (a Prefect `State`), or None.
 FlowRunLookup = Callable[[str], Any]
@@ -43,9 +46,16 @@ def dispatch_stage(stage: str, config: BaseModel, inputs: Mapping[str, uuid.UUID
                    iteration_id: uuid.UUID, seed: int | None, placement: str = "inline",
                    store: Store | None = None) -> StageOutcome:
     require_lease(iteration_id)
+    # The stage in flight, shown without -v (see selfrefine.progress).
+    where = "" if placement == "inline" else f" on pool {placement}"
+    progress_log.info("stage %s: started%s", stage, where)
+    started = time.perf_counter()
     if placement == "inline":
-        return execute(stage, config, inputs, iteration_id=iteration_id, seed=seed, store=store)
-    return _run_on_pool(stage, config, inputs, iteration_id, seed, placement, store or default_store())
+        outcome = execute(stage, config, inputs, iteration_id=iteration_id, seed=seed, store=store)
+    else:
+        outcome = _run_on_pool(stage, config, inputs, iteration_id, seed, placement, store or default_store())
+    progress_log.info("stage %s: %s in %s", stage, outcome.status, format_seconds(time.perf_counter() - started))
+    return outcome
 
 
 def idempotency_key(store: Store, stage: str, config: BaseModel, inputs: Mapping[str, uuid.UUID],

@@ -66,6 +66,9 @@ def evaluate_judge(judge, pairs, bestofn, n_bins: int = 10, *,
             scores = iter(rank(s) for s in judge.score_absolute(flat))
             per_item = [[next(scores) for _ in item.candidates] for item in bestofn]
         result["bestofn"] = best_of_n_metrics(bestofn, per_item)
+    if isinstance(getattr(judge, "truncated", None), int):
+        # A reward head reads an over-long response without its tail: how often that happened here.
+        result["responses_truncated"] = judge.truncated
     return result
 
 

@@ -173,4 +173,4 @@ def run(ctx: StageContext) -> StageReturn:
                        rows_out + [("evaluator_seconds", seconds, {})])
 
 
-STAGE = Stage(name="evaluate_policy", code_version="1", config=EvaluatePolicyConfig, run=run, pin=pin, gpu=True)
+STAGE = Stage(name="evaluate_policy", code_version="2", config=EvaluatePolicyConfig, run=run, pin=pin, gpu=True)

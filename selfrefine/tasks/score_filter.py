@@ -153,4 +153,4 @@ def run(ctx: StageContext) -> StageReturn:
     return StageReturn(outputs, metrics)
 
 
-STAGE = Stage(name="score_filter", code_version="2", config=ScoreFilterConfig, run=run)
+STAGE = Stage(name="score_filter", code_version="3", config=ScoreFilterConfig, run=run)

@@ -270,7 +270,7 @@ def _train_per_dimension(ctx: StageContext, previous: Path | None, seed_pairs: l
                      dimensions={d: d for d in meta["dimensions"]}, policy=policy)
     totals = _totals(meta["dimensions"])
     overall = {"train_examples": totals["examples"], "train_seconds": totals["train_seconds"],
-               "turns_cut": totals["turns_cut"]}
+               "turns_cut": totals["turns_cut"], "pairs_truncated": totals["pairs_truncated"]}
     overall |= {k: totals[k] for k in ("validation_accuracy_new", "kept_previous_judge") if k in totals}
     return judge_dir, meta | totals, metrics + [(k, float(v), {}) for k, v in overall.items()]
 
@@ -281,7 +281,7 @@ def _totals(by_dimension: Mapping[str, dict]) -> dict:
     the share of the gated dimensions whose previous judge was kept."""
     subs = list(by_dimension.values())
     totals: dict = {k: sum(m.get(k, 0) for m in subs)
-                    for k in ("examples", "seed_pairs", "self_pairs", "turns_cut", "train_seconds")}
+                    for k in ("examples", "seed_pairs", "self_pairs", "turns_cut", "pairs_truncated", "train_seconds")}
     validated = [m for m in subs if m.get("validation_pairs")]
     n = sum(m["validation_pairs"] for m in validated)
     if n:
@@ -370,12 +370,14 @@ def _train_reward_head(ctx: StageContext, out_dir: Path, start: str, seed_pairs:
     result = train_reward_head(start, Dataset.from_list(rows), judge_dir, recipe)
     final_loss = result.loss_history[-1][1] if result.loss_history else float("nan")
     metrics = [("train_examples", float(len(rows)), {}), ("final_loss", float(final_loss), {}),
-               ("train_seconds", float(result.seconds), {}), ("turns_cut", float(turns_cut), {})]
+               ("train_seconds", float(result.seconds), {}), ("turns_cut", float(turns_cut), {}),
+               ("pairs_truncated", float(result.num_truncated), {})]
     meta = {"judge_kind": "reward_head", "examples": len(rows), "seed_pairs": len(seed_pairs),
             "self_pairs": len(self_pairs), "rationales": 0, "star_dpo_pairs": 0, "turns_cut": turns_cut,
+            "pairs_truncated": result.num_truncated,
             "final_loss": final_loss, "train_seconds": result.seconds, "grm": recipe.grm.regularizer if recipe.grm else None,
             "more": recipe.more is not None}
     return judge_dir, meta, metrics
 
 
-STAGE = Stage(name="train_judge", code_version="3", config=TrainJudgeConfig, run=run, pin=pin, gpu=True)
+STAGE = Stage(name="train_judge", code_version="4", config=TrainJudgeConfig, run=run, pin=pin, gpu=True)

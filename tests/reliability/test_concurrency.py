@@ -4,6 +4,7 @@ resumes of one run started at once: exactly one proceeds."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import uuid
@@ -81,6 +82,9 @@ def test_two_runs_at_once_both_complete_and_their_lineage_does_not_mix(shared):
     for proc in (first, second):
         code, err = finish(proc)
         assert code == 0, err[-3000:]
+        # Without -v and off a terminal, the stage in flight and the long steps' progress are lines.
+        assert "selfrefine.progress: stage train_judge: started" in err
+        assert re.search(r"selfrefine\.progress: generation: (\d+)/\1 prompts \(100%\), [\d.]+ prompts/s, done", err)
     with store.session() as s:
         runs = repo.list_runs(s)
         assert len(runs) == 2 and {r.status for r in runs} == {RunStatus.completed}
