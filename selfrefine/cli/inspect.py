@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import uuid
 
 from selfrefine.errors import NotFoundError
 from selfrefine.storage import repository as repo
@@ -20,6 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     show = sub.add_parser("show", help="a run's iterations and stages: status, times, metrics, artifacts")
     show.add_argument("run", help="run id or unique prefix")
     show.add_argument("--json", action="store_true")
+    show.add_argument("--verbose", action="store_true",
+                      help="every stage's outputs with full digests, metrics and Prefect ids")
     show.set_defaults(func=_show)
 
 
@@ -87,6 +90,9 @@ def _show(args) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
+    if not args.verbose:
+        _print_concise(report)
+        return 0
     print(f"run {report['id']}  {report['name']}  [{report['status']}]  "
           f"{report['n_iterations']} iterations  created {report['created']}")
     if report["prefect_flow_run_id"]:
@@ -113,3 +119,26 @@ def _show(args) -> int:
     for role, out in report["plots"].items():
         print(f"plots: {role}: {out['kind']} {out['id']} sha256:{out['sha256']}")
     return 0
+
+
+def _print_concise(report: dict) -> None:
+    """Per iteration, one line per stage (status, time, output ids), then the headline judge and
+    policy figures of the summary table; `--verbose` lists everything."""
+    from selfrefine.flows.report import summary_table
+    from selfrefine.storage.engine import default_store
+
+    print(f"run {report['id']}  {report['name']}  [{report['status']}]  "
+          f"{report['n_iterations']} iterations  created {report['created']}")
+    if report["error"]:
+        print(f"  error: {report['error'].strip().splitlines()[-1]}")
+    for it in report["iterations"]:
+        print(f"iteration {it['index']}  [{it['status']}]")
+        for st in it["stages"]:
+            reused = f" from {st['reused_from'][:8]}" if st["reused_from"] else ""
+            outputs = "  ".join(f"{role} {out['id'][:8]}" for role, out in st["outputs"].items())
+            print(f"  {st['stage']:22} {st['status']:9}{reused:14} {st['duration']:>8}  {outputs}")
+            if st["error"]:
+                print(f"      error: {st['error']}")
+    if report["iterations"]:
+        print(summary_table(default_store(), uuid.UUID(report["id"])))
+    print(f"full listing: selfrefine show {report['id']} --verbose")

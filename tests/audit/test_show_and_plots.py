@@ -20,10 +20,30 @@ ROLES = {"ingest_data": {"seed_pairs_0", "prompts_0", "heldout_pairs_0", "bestof
          "train_judge": {"judge"}, "policy_round": {"policy"}}
 
 
-def test_show_lists_judge_policy_and_data_with_digests_and_prefect_ids(runs, capsys):
+def test_show_is_concise_by_default(runs, capsys):
     assert main(["show", runs.base, "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert main(["show", runs.base]) == 0
+    text = capsys.readouterr().out
+    lines = text.splitlines()
+    for it in report["iterations"]:
+        start = lines.index(f"iteration {it['index']}  [completed]")
+        block = lines[start + 1:start + 1 + len(it["stages"])]
+        for st, line in zip(it["stages"], block):
+            # One line per stage: name, status, time and the outputs' short ids.
+            assert line.split()[:2] == [st["stage"], st["status"]]
+            assert st["duration"] in line
+            assert all(f"{role} {out['id'][:8]}" in line for role, out in st["outputs"].items())
+    # The headline judge and policy figures: the run's summary table.
+    assert "win rate vs base" in text or "vs base" in text
+    assert "sha256:" not in text and "prefect task" not in text
+    assert lines[-1] == f"full listing: selfrefine show {report['id']} --verbose"
+
+
+def test_show_lists_judge_policy_and_data_with_digests_and_prefect_ids(runs, capsys):
+    assert main(["show", runs.base, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert main(["show", runs.base, "--verbose"]) == 0
     text = capsys.readouterr().out
     assert report["prefect_flow_run_id"] and f"prefect flow run {report['prefect_flow_run_id']}" in text
     with default_store().session() as s:

@@ -47,7 +47,7 @@ def test_runs_and_show(small_run, capsys):
     assert [it["index"] for it in report["iterations"]] == [1, 2]
     assert [st["stage"] for st in report["iterations"][0]["stages"]] == ["write", "upper"]
     assert report["iterations"][0]["stages"][0]["metrics"][0]["name"] == "chars"
-    assert main(["show", str(run.id)]) == 0
+    assert main(["show", str(run.id), "--verbose"]) == 0
     text = capsys.readouterr().out
     assert "iteration 2" in text and "sha256:" in text
 
