@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import uuid
+from pathlib import Path
 
 from selfrefine.cli.overrides import apply_overrides
 from selfrefine.errors import ConfigError, DataError
@@ -37,8 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                         "sequence-classification reward model")
     ev.add_argument("--prompts", help="JSONL / JSONL.gz / Parquet of prompts the two policies answer")
     ev.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                    help="policy evaluation: override a field of evaluate_policy, e.g. --set "
-                         "responses.max_new_tokens=128")
+                    help="override a field of evaluate (with --judge, e.g. --set pairwise_verdicts=prompt; the "
+                         "judge's recorded reading is the default) or of evaluate_policy (with --policy, e.g. "
+                         "--set responses.max_new_tokens=128)")
     ev.add_argument("--dimension", help="dimension for records that have none (default helpful)")
     ev.add_argument("--limit", type=int, help="evaluate at most this many items (the first ones)")
     ev.add_argument("--skip-invalid", action="store_true", help="skip invalid records instead of stopping")
@@ -140,6 +142,34 @@ def detect_kind(path: str) -> str:
     raise DataError("the file holds no records", path=path)
 
 
+def _judge_eval_config(args, judge_artifact, store):
+    """evaluate's config for `eval --judge`: the judge read as it was trained to be read (the
+    reading in its judge.json), then the user's --set overrides."""
+    from pydantic import ValidationError
+
+    from selfrefine.models.judge_info import judge_reading
+    from selfrefine.scoring.judge_settings import JudgeSettings
+    from selfrefine.tasks.evaluate import EvaluateConfig
+
+    if judge_artifact is not None:
+        from selfrefine.storage.artifacts import ArtifactStore
+        from selfrefine.storage.schema import Artifact
+
+        with store.session() as s:
+            judge_dir = ArtifactStore().local_path(s.get_one(Artifact, judge_artifact).uri)
+    else:
+        judge_dir = Path(args.judge)
+    reading = judge_reading(judge_dir) if judge_dir.is_dir() else None
+    raw = EvaluateConfig(judge_model=None if judge_artifact else args.judge,
+                         judge=JudgeSettings(dtype=args.dtype)).model_dump(mode="json")
+    raw = apply_overrides(raw | (reading or {}), args.set)
+    try:
+        return EvaluateConfig.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ConfigError(f"--set: field 'evaluate.{'.'.join(map(str, first['loc']))}': {first['msg']}") from None
+
+
 def _eval(args) -> int:
     if args.policy or args.baseline or args.evaluator or args.prompts:
         from selfrefine.cli.policy_eval import evaluate_policy_command
@@ -154,12 +184,10 @@ def _eval(args) -> int:
                           "--evaluator and --prompts (a policy against a baseline)")
     from selfrefine.data import DataSource
     from selfrefine.runtime.registry import execute
-    from selfrefine.scoring.judge_settings import JudgeSettings
     from selfrefine.storage import repository as repo
     from selfrefine.storage.engine import default_store
     from selfrefine.storage.schema import Artifact
     from selfrefine.tasks import ingest
-    from selfrefine.tasks.evaluate import EvaluateConfig
 
     kind = detect_kind(args.data)
     source = DataSource(kind="local", path=args.data, dimension=args.dimension or "helpful", limit=args.limit,
@@ -172,9 +200,8 @@ def _eval(args) -> int:
         from selfrefine.models.loading import check_model
 
         check_model(args.judge)  # a missing or corrupted judge fails before the data is stored
+    config = _judge_eval_config(args, judge_artifact, store)  # bad --set fails before the data is stored
     data = execute("ingest_data", ingest_config, {}, iteration_id=None, seed=None, store=store).outputs
-    config = EvaluateConfig(judge_model=None if judge_artifact else args.judge,
-                            judge=JudgeSettings(dtype=args.dtype))
     inputs = {role: data[role], **({"judge": judge_artifact} if judge_artifact else {})}
     outcome = execute("evaluate", config, inputs, iteration_id=None, seed=0, store=store)
     with store.session() as s:

@@ -23,7 +23,7 @@ the stages and the judge classes below the factory (`judge_kind.load_judge`) can
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -103,3 +103,24 @@ def as_policy(model: str) -> str:
         raise ModelLoadError(f"{path / JUDGE_INFO} names no policy sub-judge among {', '.join(subs)}; a per-dimension "
                              "judge used as the policy needs one: train the judge again")
     return str(subs[info["policy"]])
+
+
+# How a judge is read: the evaluate settings that match what it was trained on. A generative judge
+# trained without the pairwise A/B prompt has never seen it: its pairwise verdicts come from its
+# Yes/No scores of each response, and best-of-n ranks by the Yes/No log-odds.
+READINGS = {
+    "with_pairwise": {"pairwise_verdicts": "prompt", "bestofn_scoring": "absolute"},
+    "absolute_only": {"pairwise_verdicts": "absolute", "bestofn_scoring": "yes_log_odds"},
+}
+
+
+def trained_reading(example_kinds: Sequence[str]) -> dict[str, str]:
+    """The reading (evaluate's `pairwise_verdicts` and `bestofn_scoring`) a generative judge
+    trained on `example_kinds` is meant for."""
+    return dict(READINGS["with_pairwise" if "pairwise" in example_kinds else "absolute_only"])
+
+
+def judge_reading(directory: str | Path) -> dict[str, str] | None:
+    """The reading recorded in a judge directory's judge.json, or None (older judges, base models)."""
+    reading = read_judge_info(directory).get("reading")
+    return dict(reading) if isinstance(reading, dict) else None

@@ -18,6 +18,7 @@ judge unless the new one judges them better (`scoring.judge_gate`).
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -266,8 +267,12 @@ def _train_per_dimension(ctx: StageContext, previous: Path | None, seed_pairs: l
     policy = max(meta["dimensions"], key=lambda d: (meta["dimensions"][d].get("examples", 0), d))
     # Read off the sub-judges themselves: a kept or carried-over judge may be of another kind than configured.
     meta["judge_kinds"] = {d: read_judge_info(judge_dir / d)["kind"] for d in meta["dimensions"]}
+    readings = {json.dumps(r, sort_keys=True) for d in meta["dimensions"]
+                if (r := read_judge_info(judge_dir / d).get("reading"))}
+    # One reading for the whole judge only when its generative sub-judges agree on it.
+    reading = {"reading": json.loads(readings.pop())} if len(readings) == 1 else {}
     write_judge_info(judge_dir, PER_DIMENSION, judge_kinds=meta["judge_kinds"],
-                     dimensions={d: d for d in meta["dimensions"]}, policy=policy)
+                     dimensions={d: d for d in meta["dimensions"]}, policy=policy, **reading)
     totals = _totals(meta["dimensions"])
     overall = {"train_examples": totals["examples"], "train_seconds": totals["train_seconds"],
                "turns_cut": totals["turns_cut"], "pairs_truncated": totals["pairs_truncated"]}
@@ -298,7 +303,7 @@ def _train_generative(ctx: StageContext, out_dir: Path, start: str, seed_pairs: 
     """The `generative` kind: SFT on the evaluation prompts (and kept rationales), then STaR-DPO."""
     from datasets import Dataset
 
-    from selfrefine.models.judge_info import write_judge_info
+    from selfrefine.models.judge_info import trained_reading, write_judge_info
     from selfrefine.models.training.dpo import train_star_dpo
     from selfrefine.models.training.pair_batches import pair_batched
     from selfrefine.models.training.sft import train_sft
@@ -341,7 +346,7 @@ def _train_generative(ctx: StageContext, out_dir: Path, start: str, seed_pairs: 
         judge_dir = dpo_dir
         metrics += [("star_dpo_pairs", float(len(rationale_pairs)), {}),
                     ("star_dpo_seconds", float(dpo.seconds), {})]
-    write_judge_info(judge_dir, "generative")
+    write_judge_info(judge_dir, "generative", reading=trained_reading(cfg.example_kinds))
     meta = {"judge_kind": "generative", "examples": len(examples), "seed_pairs": len(seed_pairs),
             "self_pairs": len(self_pairs), "rationales": len(rationale_examples),
             "star_dpo_pairs": len(rationale_pairs), "turns_cut": turns_cut, "pairs_too_long": too_long,

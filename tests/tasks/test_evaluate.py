@@ -284,3 +284,49 @@ def test_evaluate_takes_over_the_previous_figures_only_when_judge_data_and_setti
                       {**inputs, "judge": chain.outcomes["policy_round"].outputs["policy"]}, chain.new_iteration())
     assert len(loads) == 1
     assert json.loads(chain.path(other.outputs["metrics"]).read_text())["measured"] != before["measured"]
+
+
+def _stored_evaluate_config(store: Store) -> dict:
+    from sqlalchemy import select
+
+    from selfrefine.storage.schema import StageRun
+
+    with store.session() as s:
+        return s.scalars(select(StageRun.config).where(StageRun.stage == "evaluate")
+                         .order_by(StageRun.started_at.desc())).first()
+
+
+def test_eval_reads_a_judge_as_its_judge_json_says_unless_told_otherwise(capsys, tmp_path):
+    import shutil
+
+    from selfrefine import settings
+    from selfrefine.models.judge_info import trained_reading, write_judge_info
+    from selfrefine.models.loading import resolve_model
+
+    judge = tmp_path / "absolute-judge"
+    shutil.copytree(resolve_model("tiny"), judge)
+    write_judge_info(judge, "generative", reading=trained_reading(["hindsight", "absolute"]))
+    data = str(FIXTURES / "pairs.jsonl")
+    store = Store(settings.db_url())
+    code, _, err = _cli(capsys, "eval", "--judge", str(judge), "--data", data, "--dtype", "float32", "--json")
+    assert code == 0, err
+    used = _stored_evaluate_config(store)
+    assert (used["pairwise_verdicts"], used["bestofn_scoring"]) == ("absolute", "yes_log_odds")
+    code, _, err = _cli(capsys, "eval", "--judge", str(judge), "--data", data, "--dtype", "float32", "--json",
+                        "--set", "pairwise_verdicts=prompt")
+    assert code == 0, err
+    assert _stored_evaluate_config(store)["pairwise_verdicts"] == "prompt"
+    # A bad override is one line, before anything is stored.
+    before = row_counts(store)
+    code, out, err = _cli(capsys, "eval", "--judge", str(judge), "--data", data, "--set", "pairwise_verdicts=both")
+    assert code == 2 and out == "" and err.startswith("selfrefine: --set: field 'evaluate.pairwise_verdicts'")
+    assert row_counts(store) == before
+
+
+def test_a_judge_trained_without_the_pairwise_prompt_records_the_absolute_reading():
+    from selfrefine.models.judge_info import trained_reading
+
+    assert trained_reading(["hindsight", "absolute"]) == {"pairwise_verdicts": "absolute",
+                                                          "bestofn_scoring": "yes_log_odds"}
+    assert trained_reading(["hindsight", "absolute", "pairwise"]) == {"pairwise_verdicts": "prompt",
+                                                                      "bestofn_scoring": "absolute"}

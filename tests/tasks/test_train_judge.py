@@ -33,6 +33,10 @@ def test_train_judge_saves_a_loadable_model_with_changed_weights(chain):
     # Every pair gives two Chain-of-Hindsight texts, two absolute and two pairwise prompts.
     assert meta["seed_pairs"] == seed_items and meta["examples"] == 6 * seed_items
     assert meta["started_from"] == "tiny"
+    # Trained with the pairwise prompt: read with it (evaluate's defaults), as judge.json records.
+    from selfrefine.models.judge_info import judge_reading
+
+    assert judge_reading(judge) == {"pairwise_verdicts": "prompt", "bestofn_scoring": "absolute"}
     rows = chain.metrics(chain.outcomes["train_judge"].stage_run_id)
     assert metric_value(rows, "train_examples") == meta["examples"]
     assert math.isfinite(metric_value(rows, "final_loss"))
