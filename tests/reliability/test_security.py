@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -116,6 +117,20 @@ def test_model_directories_in_a_config_obey_the_data_root(data_root, tiny_dir, t
     monkeypatch.delenv(DATA_ROOT_ENV)
     part = cfg.train_judge.model_copy(update={"base_model": str(outside)})
     check_model_paths(cfg.model_copy(update={"train_judge": part}))  # without a root: the user's own files
+
+
+def test_a_stage_config_sent_to_a_pool_deployment_obeys_the_data_root(data_root, tiny_dir, tmp_path):
+    from selfrefine.flows.stage import stage as stage_flow
+    from selfrefine.tasks.evaluate_policy import EvaluatePolicyConfig
+    from selfrefine.tasks.train_judge import TrainJudgeConfig
+
+    outside = _copy(tiny_dir, tmp_path / "outside-model")
+    for stage_name, config in (("train_judge", TrainJudgeConfig(base_model=str(outside))),
+                               ("evaluate_policy", EvaluatePolicyConfig(evaluator=str(outside)))):
+        field = "base_model" if stage_name == "train_judge" else "evaluator"
+        with pytest.raises(PathEscapeError, match=rf"\(field '{stage_name}\.{field}'\)"):
+            # The flow's function, as a worker runs it: refused before any input is resolved.
+            stage_flow.fn(stage_name, config.model_dump(mode="json"), {}, str(uuid.uuid4()))
 
 
 def test_a_run_naming_a_model_outside_the_data_root_fails_before_the_store_changes(
