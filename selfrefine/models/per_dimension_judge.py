@@ -1,8 +1,8 @@
 """A judge made of one sub-judge per preference dimension, routed by each item's dimension.
 
 Llama 2 trains separate helpfulness and safety reward models because one model trained on both
-trades one judgement against the other; bench/dimension_mix.py measured the same trade here (the
-helpful pairs cost a one-head judge 0.03–0.04 held-out harmless accuracy). `train_judge` with
+trades one judgement against the other; bench/dimension_mix.py measures the same trade here (what
+the helpful pairs cost a one-head judge in held-out harmless accuracy). `train_judge` with
 `judge_per_dimension: true` writes a directory of sub-judges, one per dimension, each of its own
 kind (`train_judge.dimension_judge_kinds`); `judge_info` describes its `judge.json`.
 

@@ -3,8 +3,8 @@
 A judge trained on the absolute prompt sees the chosen response labelled " Yes" and the rejected one
 " No"; on the pairwise prompt, both orders of the same pair. When both examples of a pair land in
 the same batch, the gradient towards always answering Yes (or A) cancels within every step, and
-each step contrasts the two responses the way a Bradley–Terry loss does. On hh-rlhf harmless this
-layout gave the generative judge 0.636 held-out accuracy (bench/judges.py).
+each step contrasts the two responses the way a Bradley–Terry loss does (bench/judges.py measures
+the layout).
 
 The layout is meant for sequential training (`shuffle: false`): every pass over the groups is
 shuffled with a seeded RNG, cut into windows of `window_batches` batches, sorted by length within
