@@ -93,12 +93,7 @@ def _show(args) -> int:
     if not args.verbose:
         _print_concise(report)
         return 0
-    print(f"run {report['id']}  {report['name']}  [{report['status']}]  "
-          f"{report['n_iterations']} iterations  created {report['created']}")
-    if report["prefect_flow_run_id"]:
-        print(f"  prefect flow run {report['prefect_flow_run_id']}")
-    if report["error"]:
-        print(f"  error: {report['error'].strip().splitlines()[-1]}")
+    _print_run_header(report, with_prefect=True)
     for it in report["iterations"]:
         print(f"iteration {it['index']}  [{it['status']}]  prefect {it['prefect_flow_run_id'] or '-'}")
         for st in it["stages"]:
@@ -127,10 +122,7 @@ def _print_concise(report: dict) -> None:
     from selfrefine.flows.report import summary_table
     from selfrefine.storage.engine import default_store
 
-    print(f"run {report['id']}  {report['name']}  [{report['status']}]  "
-          f"{report['n_iterations']} iterations  created {report['created']}")
-    if report["error"]:
-        print(f"  error: {report['error'].strip().splitlines()[-1]}")
+    _print_run_header(report, with_prefect=False)
     for it in report["iterations"]:
         print(f"iteration {it['index']}  [{it['status']}]")
         for st in it["stages"]:
@@ -142,3 +134,12 @@ def _print_concise(report: dict) -> None:
     if report["iterations"]:
         print(summary_table(default_store(), uuid.UUID(report["id"])))
     print(f"full listing: selfrefine show {report['id']} --verbose")
+
+
+def _print_run_header(report: dict, *, with_prefect: bool) -> None:
+    print(f"run {report['id']}  {report['name']}  [{report['status']}]  "
+          f"{report['n_iterations']} iterations  created {report['created']}")
+    if with_prefect and report["prefect_flow_run_id"]:
+        print(f"  prefect flow run {report['prefect_flow_run_id']}")
+    if report["error"]:
+        print(f"  error: {report['error'].strip().splitlines()[-1]}")
