@@ -53,8 +53,10 @@ def base_license(base: str | None) -> str | None:
         return None
 
 
-def model_card(target: ExportTarget, kind: str, dimension: str | None = None, license: str | None = None) -> str:
-    """The README.md text of one exported directory (`kind`: causal_lm or sequence_classification)."""
+def model_card(target: ExportTarget, kind: str, dimension: str | None = None, license: str | None = None,
+               reading: dict[str, str] | None = None) -> str:
+    """The README.md text of one exported directory (`kind`: causal_lm or sequence_classification);
+    `reading` is the one a generative judge records in its judge.json (see `judge_reading`)."""
     from huggingface_hub import ModelCardData
 
     base = hub_id(target.base_model)
@@ -66,9 +68,9 @@ def model_card(target: ExportTarget, kind: str, dimension: str | None = None, li
         selfrefine={"artifact": target.artifact_id, "sha256": target.sha256, "role": target.role,
                     "dimension": dimension, "run": target.run_id, "iteration": target.iteration,
                     "stage_run": target.stage_run_id, "parents": target.parents, "data": target.datasets,
-                    "metrics": headline(target)},
+                    "metrics": headline(target), "reading": reading},
     )
-    return f"---\n{data.to_yaml()}\n---\n\n" + _body(target, kind, dimension, base, license)
+    return f"---\n{data.to_yaml()}\n---\n\n" + _body(target, kind, dimension, base, license, reading)
 
 
 def headline(target: ExportTarget) -> dict[str, float]:
@@ -77,7 +79,18 @@ def headline(target: ExportTarget) -> dict[str, float]:
     return {m["name"]: m["value"] for m in target.metrics if is_headline(target.role, m["name"]) and not m["labels"]}
 
 
-def _body(target: ExportTarget, kind: str, dimension: str | None, base: str | None, license: str | None) -> str:
+def judge_reading_of(path: Path, dimension: str | None) -> dict[str, str] | None:
+    """The reading recorded by the judge in `path` (its `dimension`'s sub-judge for a per-dimension judge)."""
+    from selfrefine.models.judge_info import PER_DIMENSION, judge_reading, read_judge_info, sub_judge_dirs
+
+    info = read_judge_info(path)
+    if info["kind"] == PER_DIMENSION:
+        path = sub_judge_dirs(path, info)[dimension]
+    return judge_reading(path)
+
+
+def _body(target: ExportTarget, kind: str, dimension: str | None, base: str | None, license: str | None,
+          reading: dict[str, str] | None) -> str:
     what = f"{target.role} ({dimension})" if dimension else target.role
     lines = [f"# selfrefine {what}", "",
              f"The {what} of iteration {target.iteration} of the selfrefine run `{target.run_name}` "
@@ -88,6 +101,12 @@ def _body(target: ExportTarget, kind: str, dimension: str | None, base: str | No
                   "read at the final EOS token. Inputs are the reward prompt followed by the response and EOS, "
                   "padded on the right. The logit is selfrefine's reward (minus the head's bias "
                   "`selfrefine_reward_bias` in config.json, zero after Bradley–Terry training).", ""]
+    if reading:
+        pairwise = ("the pairwise A/B prompt in both orders" if reading.get("pairwise_verdicts") == "prompt"
+                    else "the difference of the two responses' Yes/No log-odds (it never learnt the pairwise prompt)")
+        lines += [f"Read it as it was trained: a pair is judged by {pairwise}; best-of-n ranks by "
+                  f"`{reading.get('bestofn_scoring')}` (selfrefine's `evaluate.pairwise_verdicts: "
+                  f"{reading.get('pairwise_verdicts')}`, `bestofn_scoring: {reading.get('bestofn_scoring')}`).", ""]
     lines += ["## Lineage", "", "| input | kind | id | sha256 |", "|---|---|---|---|"]
     lines += [f"| {role} | {p['kind']} | `{p['id']}` | `{p['sha256']}` |" for role, p in sorted(target.parents.items())]
     lines += ["", "Data upstream of the model:", "", "| role | source | sha256 |", "|---|---|---|"]

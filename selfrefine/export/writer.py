@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from selfrefine.errors import ConfigError
-from selfrefine.export.card import base_license, hub_id, model_card, write_card
+from selfrefine.export.card import base_license, hub_id, judge_reading_of, model_card, write_card
 from selfrefine.export.convert import export_model
 from selfrefine.export.targets import export_targets
 from selfrefine.storage.artifacts import ArtifactStore
@@ -47,7 +47,8 @@ def export(text: str, dest: str | Path, *, store: Store, artifacts: ArtifactStor
             licenses[base] = base_license(base)
         for directory, kind in export_model(target.path, place, target.role):
             dimension = directory.name if directory != place else None
-            write_card(directory, model_card(target, kind, dimension, licenses[base]))
+            reading = judge_reading_of(target.path, dimension) if target.role == "judge" and kind == "causal_lm" else None
+            write_card(directory, model_card(target, kind, dimension, licenses[base], reading))
             written.append(Exported(target.role, kind, directory, target.artifact_id))
     return written
 

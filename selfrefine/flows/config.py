@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from selfrefine.data import DataSource
 from selfrefine.errors import ConfigError
+from selfrefine.models.judge_info import trained_reading
 from selfrefine.runtime.registry import gpu_stages, iteration_stages
 from selfrefine.tasks.bootstrap_rationales import BootstrapConfig
 from selfrefine.tasks.evaluate import EvaluateConfig
@@ -95,6 +96,26 @@ class RunConfig(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _read_the_judge_as_trained(self) -> RunConfig:
+        # The judge records the reading it is trained for (judge.json); the run's own stages use the
+        # same reading unless the config sets one, so a judge trained without the pairwise prompt is
+        # never asked it.
+        reading = trained_reading(self.train_judge.example_kinds)
+        ranking = {"absolute": "absolute", "yes_log_odds": "yes_log_odds"}[reading["bestofn_scoring"]]
+        pairwise_ok = self.evaluate.chain_of_thought is None  # chain of thought is a pairwise prompt
+        _fill_unset(self, "evaluate", pairwise_verdicts=reading["pairwise_verdicts"] if pairwise_ok else None,
+                    bestofn_scoring=reading["bestofn_scoring"])
+        _fill_unset(self, "score_filter", pairwise_verdicts=reading["pairwise_verdicts"], ranking=ranking)
+        if self.train_judge.keep_best is not None:
+            gate = self.train_judge.keep_best
+            unset = {"pairwise_verdicts": reading["pairwise_verdicts"]}
+            unset = {k: v for k, v in unset.items() if k not in gate.model_fields_set}
+            if unset:
+                judge = self.train_judge.model_copy(update={"keep_best": gate.model_copy(update=unset)})
+                object.__setattr__(self, "train_judge", judge)
+        return self
+
+    @model_validator(mode="after")
     def _share_dimensions(self) -> RunConfig:
         # One place to define a dimension; every stage sees the same definitions.
         if self.dimension_definitions:
@@ -113,6 +134,14 @@ class RunConfig(BaseModel):
 
     def placement_of(self, stage: str) -> str:
         return self.placement.get(stage, "inline")
+
+
+def _fill_unset(config: RunConfig, section: str, **values: str | None) -> None:
+    """Set the fields of `config.<section>` the user left unset (None values are left alone)."""
+    sub = getattr(config, section)
+    update = {k: v for k, v in values.items() if v is not None and k not in sub.model_fields_set}
+    if update:
+        object.__setattr__(config, section, sub.model_copy(update=update))
 
 
 def config_sections() -> tuple[str, ...]:

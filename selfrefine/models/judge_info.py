@@ -121,6 +121,16 @@ def trained_reading(example_kinds: Sequence[str]) -> dict[str, str]:
 
 
 def judge_reading(directory: str | Path) -> dict[str, str] | None:
-    """The reading recorded in a judge directory's judge.json, or None (older judges, base models)."""
-    reading = read_judge_info(directory).get("reading")
-    return dict(reading) if isinstance(reading, dict) else None
+    """The reading recorded in a judge directory's judge.json, or None (reward heads, older judges,
+    base models). A per-dimension judge is read one way for every dimension: by the absolute scores
+    when any generative sub-judge was trained without the pairwise prompt (every judge can be read
+    so, and a reward head compares its rewards either way), else as its sub-judges record."""
+    info = read_judge_info(directory)
+    if info["kind"] != PER_DIMENSION:
+        reading = info.get("reading")
+        return dict(reading) if isinstance(reading, dict) else None
+    readings = [r for r in map(judge_reading, sub_judge_dirs(directory, info).values()) if r is not None]
+    if not readings:
+        return None
+    absolute = READINGS["absolute_only"]
+    return dict(absolute) if any(r == absolute for r in readings) else readings[0]

@@ -49,7 +49,9 @@ class KeepBestConfig(BaseModel):
     pairwise_verdicts: Literal["prompt", "absolute"] = Field("prompt", description=(
         "How a validation pair is judged, as evaluate.pairwise_verdicts: the pairwise prompt in both "
         "orders, or the absolute Yes/No question for each response (a generative judge trained on "
-        "absolute prompts). A reward head compares its two rewards either way."))
+        "absolute prompts). A reward head compares its two rewards either way. "
+        "Left unset in a run config, it follows how train_judge.example_kinds trains the judge (the reading "
+        "its judge.json records): 'absolute' for a judge trained without the pairwise prompt."))
     weight_average: list[JudgeKind] = Field(default_factory=list, description=(
         "Judge kinds (e.g. [reward_head]) whose new judge challenges the previous one as the average of "
         "both judges' weights (WARM, Ramé et al. 2024) rather than alone, when the previous judge is of the "

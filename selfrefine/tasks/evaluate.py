@@ -70,12 +70,15 @@ class EvaluateConfig(BaseModel):
         "How a held-out pair is judged: 'prompt' = the pairwise prompt in both orders (a reward head "
         "compares its two rewards either way); 'absolute' = each response asked the absolute Yes/No "
         "question on its own, P(chosen better) = sigmoid of the difference of their Yes log-odds, for a "
-        "generative judge trained on absolute prompts."))
+        "generative judge trained on absolute prompts. "
+        "Left unset in a run config, it follows how train_judge.example_kinds trains the judge (the reading "
+        "its judge.json records): 'absolute' for a judge trained without the pairwise prompt."))
     bestofn_scoring: Literal["absolute", "yes_log_odds", "pairwise"] = Field("absolute", description=(
         "How best-of-n picks a candidate: 'absolute' = the highest absolute score (the paper's ±1 + "
         "log-prob); 'yes_log_odds' = the highest log P(Yes) − log P(No), which also ranks candidates the "
         "judge calls bad by how bad (the same as 'absolute' for a reward head); 'pairwise' = a knockout "
-        "tournament of pairwise comparisons, each match judged in both orders (n − 1 matches)."))
+        "tournament of pairwise comparisons, each match judged in both orders (n − 1 matches). Left unset "
+        "in a run config: 'yes_log_odds' for a judge trained without the pairwise prompt, else 'absolute'."))
     dimension_definitions: dict[str, str] = dimension_definitions_field()
 
     @property

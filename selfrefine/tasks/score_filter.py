@@ -49,12 +49,15 @@ class ScoreFilterConfig(BaseModel):
     ranking: Literal["absolute", "yes_log_odds"] = Field("absolute", description=(
         "What orders a prompt's candidates (and the pairs' margins): 'absolute' = the paper's score (±1 + "
         "min log-prob of the answer); 'yes_log_odds' = log P(Yes) − log P(No), which also ranks the "
-        "candidates the judge calls bad by how bad (the paper's score ranks a confident No above a hesitant one)."))
+        "candidates the judge calls bad by how bad (the paper's score ranks a confident No above a hesitant one). "
+        "Left unset in a run config, it follows evaluate's best-of-n reading of the judge (see bestofn_scoring)."))
     pairwise_verdicts: Literal["prompt", "absolute"] = Field("prompt", description=(
         "How the pairwise check judges a pair: 'prompt' = the pairwise prompt in both orders; 'absolute' = "
         "P(chosen better) = sigmoid of the difference of the two candidates' Yes log-odds (no extra model "
         "call), for a generative judge trained on absolute prompts only. A reward head compares its two "
-        "rewards either way."))
+        "rewards either way. "
+        "Left unset in a run config, it follows how train_judge.example_kinds trains the judge (the reading "
+        "its judge.json records): 'absolute' for a judge trained without the pairwise prompt."))
     top_k: int = Field(64, ge=1, description="Keep the k pairs with the largest margins.")
     n_clusters: int = Field(8, ge=1, description="k-means clusters for diversity.")
     per_cluster: int = Field(4, ge=1, description="At most this many pairs per cluster.")

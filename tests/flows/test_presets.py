@@ -49,3 +49,35 @@ def test_generative_judge_tricks_with_a_reward_head_are_refused_before_anything_
     raw["train_judge"]["dimension_judge_kinds"] = {"helpful": "reward_head"}
     with pytest.raises(ConfigError, match="dimension_judge_kinds"):
         parse_config(raw)
+
+
+def _demo_data() -> dict:
+    return {"seed_pairs": [{"kind": "demo"}], "prompts": [{"kind": "demo"}], "heldout_pairs": [{"kind": "demo"}]}
+
+
+@pytest.mark.parametrize("kinds, pairwise, bestofn, ranking", [
+    (["hindsight", "absolute", "pairwise"], "prompt", "absolute", "absolute"),
+    (["hindsight", "absolute"], "absolute", "yes_log_odds", "yes_log_odds"),
+])
+def test_the_stages_read_the_judge_the_way_it_is_trained_unless_the_config_says_otherwise(
+        kinds, pairwise, bestofn, ranking):
+    cfg = parse_config({"data": _demo_data(), "train_judge": {"example_kinds": kinds, "keep_best": {}}})
+    assert (cfg.evaluate.pairwise_verdicts, cfg.evaluate.bestofn_scoring) == (pairwise, bestofn)
+    assert (cfg.score_filter.pairwise_verdicts, cfg.score_filter.ranking) == (pairwise, ranking)
+    assert cfg.train_judge.keep_best.pairwise_verdicts == pairwise
+    # The same reading the judge records in its judge.json when it is trained.
+    from selfrefine.models.judge_info import trained_reading
+    assert trained_reading(kinds) == {"pairwise_verdicts": pairwise, "bestofn_scoring": bestofn}
+
+    # A setting the config makes is kept, and survives the snapshot a resume rebuilds the run from.
+    told = parse_config({"data": _demo_data(), "train_judge": {"example_kinds": kinds},
+                         "evaluate": {"bestofn_scoring": "pairwise"}, "score_filter": {"ranking": "absolute"}})
+    assert told.evaluate.bestofn_scoring == "pairwise" and told.score_filter.ranking == "absolute"
+    assert told.evaluate.pairwise_verdicts == pairwise
+    assert parse_config(told.model_dump(mode="json")) == told
+
+
+def test_chain_of_thought_keeps_the_pairwise_prompt_of_a_judge_trained_without_it():
+    cfg = parse_config({"data": _demo_data(), "train_judge": {"example_kinds": ["absolute"]},
+                        "evaluate": {"chain_of_thought": {"samples": 3}}})
+    assert cfg.evaluate.pairwise_verdicts == "prompt" and cfg.evaluate.bestofn_scoring == "yes_log_odds"

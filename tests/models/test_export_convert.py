@@ -9,7 +9,9 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 
 from selfrefine.errors import ConfigError
 from selfrefine.export.convert import BIAS_KEY, export_model
-from selfrefine.models.judge_info import write_judge_info
+from selfrefine.export.card import card_metadata, judge_reading_of, model_card, write_card
+from selfrefine.export.targets import ExportTarget
+from selfrefine.models.judge_info import trained_reading, write_judge_info
 from selfrefine.models.reward_head import RewardHeadModel
 from selfrefine.models.reward_judge import RewardHeadJudge
 
@@ -31,7 +33,7 @@ def test_a_per_dimension_judge_exports_one_directory_per_dimension(tiny_dir, tmp
     generative = judge / "helpful"
     AutoModelForCausalLM.from_pretrained(tiny_dir).save_pretrained(generative)
     AutoTokenizer.from_pretrained(tiny_dir).save_pretrained(generative)
-    write_judge_info(generative, "generative")
+    write_judge_info(generative, "generative", reading=trained_reading(["absolute"]))
     write_judge_info(judge, "per_dimension", judge_kinds={"harmless": "reward_head", "helpful": "generative"},
                      dimensions={"harmless": "harmless", "helpful": "helpful"}, policy="helpful")
 
@@ -50,6 +52,16 @@ def test_a_per_dimension_judge_exports_one_directory_per_dimension(tiny_dir, tmp
     with torch.no_grad():
         theirs = torch.stack([classifier(input_ids=torch.tensor([s])).logits[0, 0] for s in seqs])
     assert torch.allclose(theirs + 0.5, torch.tensor(ours._forward(seqs)), atol=1e-5)
+
+    # The generative sub-judge never learnt the pairwise prompt: its card says how to read it.
+    reading = judge_reading_of(judge, "helpful")
+    assert reading == {"pairwise_verdicts": "absolute", "bestofn_scoring": "yes_log_odds"}
+    assert judge_reading_of(judge, "harmless") is None  # a reward head has one reading
+    target = ExportTarget(role="judge", artifact_id="a", sha256="0" * 64, path=judge, stage_run_id="s",
+                          stage_config={}, meta={}, base_model="tiny")
+    card = write_card(out / "helpful", model_card(target, "causal_lm", "helpful", None, reading))
+    assert card_metadata(card)["selfrefine"]["reading"] == reading
+    assert "Yes/No log-odds" in card.read_text()
 
 
 def test_an_mlp_reward_head_is_refused_with_the_fix(tiny_dir, tmp_path):

@@ -330,3 +330,48 @@ def test_a_judge_trained_without_the_pairwise_prompt_records_the_absolute_readin
                                                           "bestofn_scoring": "yes_log_odds"}
     assert trained_reading(["hindsight", "absolute", "pairwise"]) == {"pairwise_verdicts": "prompt",
                                                                       "bestofn_scoring": "absolute"}
+
+
+def test_eval_reads_a_judge_shaped_like_the_quality_presets_as_the_run_does(capsys, tmp_path):
+    """The quality preset's judge: a reward head for helpful, a generative judge trained on the absolute
+    prompt only for harmless. `eval --judge` reads it as the run's evaluate stage does, so both give
+    one stage key and one held-out accuracy."""
+    import shutil
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from selfrefine import settings
+    from selfrefine.flows.config import load_preset
+    from selfrefine.models.judge_info import judge_reading, trained_reading, write_judge_info
+    from selfrefine.models.loading import resolve_model
+    from selfrefine.models.reward_head import RewardHeadModel
+
+    preset = load_preset("quality")
+    tiny = resolve_model("tiny")
+    judge = tmp_path / "quality-shaped-judge"
+    shutil.copytree(tiny, judge / "harmless")
+    write_judge_info(judge / "harmless", "generative", reading=trained_reading(preset.train_judge.example_kinds))
+    head = RewardHeadModel.for_training(AutoModelForCausalLM.from_pretrained(tiny, dtype=torch.float32), tiny,
+                                        "linear", 16, seed=3)
+    head.save_pretrained(judge / "helpful")
+    AutoTokenizer.from_pretrained(tiny).save_pretrained(judge / "helpful")
+    write_judge_info(judge, "per_dimension", judge_kinds={"harmless": "generative", "helpful": "reward_head"},
+                     dimensions={"harmless": "harmless", "helpful": "helpful"}, policy="harmless")
+    run_reading = {"pairwise_verdicts": preset.evaluate.pairwise_verdicts,
+                   "bestofn_scoring": preset.evaluate.bestofn_scoring}
+    assert judge_reading(judge) == run_reading == {"pairwise_verdicts": "absolute", "bestofn_scoring": "yes_log_odds"}
+
+    data = str(FIXTURES / "pairs.jsonl")
+    store = Store(settings.db_url())
+    code, out, err = _cli(capsys, "eval", "--judge", str(judge), "--data", data, "--dtype", "float32", "--json")
+    assert code == 0, err
+    as_read = json.loads(out)
+    used = _stored_evaluate_config(store)
+    assert {k: used[k] for k in run_reading} == run_reading
+    # Told the run's settings explicitly, eval finds the same stage run: the same key, the same figures.
+    runs_before = row_counts(store)["stage_runs"]
+    code, out, err = _cli(capsys, "eval", "--judge", str(judge), "--data", data, "--dtype", "float32", "--json",
+                          *[f"--set={k}={v}" for k, v in run_reading.items()])
+    assert code == 0, err
+    assert row_counts(store)["stage_runs"] == runs_before
+    assert json.loads(out)["pairwise"]["accuracy"] == as_read["pairwise"]["accuracy"]
