@@ -31,9 +31,12 @@ from selfrefine.storage.schema import Artifact, Iteration, Run, RunStatus, Stage
 from selfrefine.tasks.report import STAGE as REPORT_STAGE
 from tests.flows.conftest import REPO, cli_env, prefect_api, run_ids, selfrefine  # noqa: F401 - fixtures
 
-# A run without policy prompts: ingest_data and the loop's six stages (runtime/registry.py's order).
-STAGES = tuple(stage_names()[:7])
 REPORT = REPORT_STAGE.name
+# Every stage of the tiny preset's run (it evaluates the policy), in runtime/registry.py's order.
+STAGES = tuple(name for name in stage_names() if name != REPORT)
+# Stages whose work the second iteration reuses without a row of its own: the ingested data, the
+# base policy's answers and the evaluator's own measurement. They are killed in iteration 1.
+ONCE_PER_RUN = ("ingest_data", "base_responses", "evaluate_evaluator")
 POINTS = ("start", "before_store", "before_register", "after_register")
 # Points inside the stage's work: the stage reruns (one more attempt) when the run resumes. A kill
 # before registering leaves stored objects no row refers to; the rerun registers the same bytes.
@@ -47,13 +50,13 @@ def kill_plan() -> list[tuple[int, str, str]]:
 
     Each stage is killed at every point; which iteration takes which point alternates with
     the stage's position, so both iterations see every point. Iteration 2 reuses iteration 1's
-    ingested data without running the stage, so ingest_data is killed in iteration 1 only; the
-    report stage comes after both iterations.
+    work of the ONCE_PER_RUN stages without running them, so those are killed in iteration 1 only;
+    the report stage comes after both iterations.
     """
     plan = []
     for k, stage in enumerate(STAGES):
         for j, point in enumerate(POINTS):
-            iteration = 1 if stage == "ingest_data" else 1 + (k + j) % 2
+            iteration = 1 if stage in ONCE_PER_RUN else 1 + (k + j) % 2
             plan.append((iteration, k, j))
     plan += [(AFTER_ITERATIONS, len(STAGES), j) for j in range(len(POINTS))]
     return [(i, (STAGES + (REPORT,))[k], POINTS[j]) for i, k, j in sorted(plan)]
@@ -70,7 +73,7 @@ def test_the_plan_kills_every_stage_at_every_point_in_both_iterations():
     assert len(plan) == n and len(set(plan)) == n
     assert {(stage, point) for _, stage, point in plan} == {
         (s, p) for s in STAGES + (REPORT,) for p in POINTS}
-    assert {i for i, stage, _ in plan if stage not in ("ingest_data", REPORT)} == {1, 2}
+    assert {i for i, stage, _ in plan if stage not in (*ONCE_PER_RUN, REPORT)} == {1, 2}
     assert plan[-len(POINTS):] == [(AFTER_ITERATIONS, REPORT, p) for p in POINTS]
 
 
@@ -170,7 +173,7 @@ def test_sigkill_at_every_stage_and_point_then_resume_gives_the_uninterrupted_li
     redone = Counter((i, stage) for i, stage, point in plan if point in IN_FLIGHT)
     attempts = {key: row.attempt for key, row in rows.items() if row.status == StageStatus.completed}
     assert attempts == {key: 1 + redone[key] for key in attempts}
-    assert set(attempts) | {(2, "ingest_data")} == {(i, s) for i in (1, 2) for s in STAGES}
+    assert set(attempts) | {(2, stage) for stage in ONCE_PER_RUN} == {(i, s) for i in (1, 2) for s in STAGES}
     # The report stage has no iteration row to take over: each attempt is a row of its own, and
     # the rows of the two processes killed inside it are left running, for doctor to find.
     report_rows = _report_rows(store)
