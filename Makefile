@@ -14,6 +14,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export SELFREFINE_TEST_MODEL_CACHE ?= $(CURDIR)/.cache/models
 PYTEST_ARGS ?=
+TEST_WORKERS ?= 2
 # Checkers of the lineage graph tests: Mermaid's own parser (npm, run by node with jsdom) and
 # Graphviz `dot` (Debian). Kept under .cache; a machine without them skips those checks with the reason.
 NODE_TOOLS := .cache/node
@@ -39,8 +40,10 @@ install: $(STAMP)
 demo: install
 	$(BIN)/selfrefine demo
 
+# make test runs on TEST_WORKERS pytest-xdist workers, a test module at a time on one worker (so a
+# module-scoped fixture runs once). TEST_WORKERS=0 runs in this process.
 test: install graph-tools
-	$(BIN)/pytest -m "not slow and not gpu and not ui" $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow and not gpu and not ui" $(PYTEST_ARGS)
 
 test-slow: install
 	$(BIN)/pytest -m "slow and not gpu" $(PYTEST_ARGS)
