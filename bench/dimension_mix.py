@@ -21,7 +21,11 @@ scored at 768 tokens as the preset's evaluate stage does. Data is read in place 
 About 40 minutes on two cores with AMX at the default 10 pairs per prompt. Full runs write this
 script's section of bench/RESULTS.md; --smoke, --limit-train and --n-eval runs leave it alone.
 
+--reward-input-format chat_template trains and reads the heads in the model's chat template.
+
 Last line: RESULT harmless_acc=… harmless_bon=… helpful_acc=… helpful_bon=… both_acc=… both_bon=…
+helpful_bon_se=… longest_bon=… margin=… margin_se=… length_spearman=… harmless_acc_se=… (the helpful
+head's best-of-11 against the longest-response rule, and the harmless head's accuracy)
 """
 
 from __future__ import annotations
@@ -66,9 +70,12 @@ def measure(path: Path, held_out, bestofn) -> dict:
 
     start = time.perf_counter()
     result = evaluate_judge(load_judge(str(path), max_length=768, batch_size=16), held_out, bestofn)
-    return {"accuracy": result["pairwise"]["accuracy"], "bon": result["bestofn"]["win_rate"],
-            "random": result["bestofn"]["random_win_rate"], "oracle": result["bestofn"]["oracle_win_rate"],
-            "eval_seconds": time.perf_counter() - start}
+    bon = result["bestofn"]
+    return {"accuracy": result["pairwise"]["accuracy"], "accuracy_se": result["pairwise"].get("accuracy_se"),
+            "bon": bon["win_rate"], "bon_se": bon["win_rate_se"], "random": bon["random_win_rate"],
+            "oracle": bon["oracle_win_rate"], "longest": bon["longest_win_rate"],
+            "margin": bon["margin_over_longest"], "margin_se": bon["margin_over_longest_se"],
+            "length_spearman": bon["length_spearman"], "eval_seconds": time.perf_counter() - start}
 
 
 def longest_rule(bestofn) -> float:
@@ -79,13 +86,31 @@ def longest_rule(bestofn) -> float:
 
 
 def table(rows: dict[str, dict]) -> list[str]:
-    lines = ["| trained on | pairs (that fit max_length) | harmless held-out accuracy | best-of-11 win rate "
-             "| train min | notes |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| trained on | pairs | harmless held-out accuracy | best-of-11 win rate | margin over the longest rule "
+             "| length Spearman | train min | notes |",
+             "|---|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
-        lines.append(f"| {name} | {r['pairs']} ({r['trained']}) | {r['accuracy']:.3f} | {r['bon']:.3f} "
-                     f"| {r['train_seconds'] / 60:.1f} | {r['note']} |")
+        lines.append(f"| {name} | {r['pairs']} | {fmt_se(r['accuracy'], r['accuracy_se'])} | "
+                     f"{fmt_se(r['bon'], r['bon_se'])} | {r['margin']:+.3f} ± {r['margin_se']:.3f} | "
+                     f"{r['length_spearman']:.3f} | {r['train_seconds'] / 60:.1f} | {r['note']} |")
     return lines
+
+
+def fmt_se(value: float, se: float | None) -> str:
+    return f"{value:.3f} ± {se:.3f}" if se is not None else f"{value:.3f}"
+
+
+def result_line(rows: dict[str, dict]) -> str:
+    """Per set its accuracy and best-of-11; then, when both single-dimension heads ran, the helpful
+    judge's figures against the longest rule and the harmless judge's accuracy."""
+    parts = [f"{n}_acc={r['accuracy']:.3f} {n}_bon={r['bon']:.3f}" for n, r in rows.items()]
+    if "helpful" in rows:
+        h = rows["helpful"]
+        parts.append(f"helpful_bon_se={h['bon_se']:.3f} longest_bon={h['longest']:.3f} margin={h['margin']:.3f} "
+                     f"margin_se={h['margin_se']:.3f} length_spearman={h['length_spearman']:.3f}")
+    if "harmless" in rows:
+        parts.append(f"harmless_acc_se={rows['harmless']['accuracy_se']:.3f}")
+    return "RESULT " + " ".join(parts)
 
 
 def main() -> None:
@@ -96,14 +121,17 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--max-tokens", type=int, default=504, help="training inputs are fitted to this many tokens")
     parser.add_argument("--train-last-layers", type=int, default=8)
+    parser.add_argument("--reward-batch-size", type=int, default=8, help="pairs per step")
+    parser.add_argument("--reward-input-format", choices=("plain", "chat_template"), default="plain",
+                        help="how the heads read a conversation (reward_recipe.input_format)")
     parser.add_argument("--limit-train", type=int, default=None, help="first N pairs of each set (smoke runs)")
     parser.add_argument("--n-eval", type=int, default=None,
                         help="first N held-out pairs and best-of-11 items (smoke runs)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--smoke", action="store_true", help="leave bench/RESULTS.md alone (for trial runs)")
     args = parser.parse_args()
-    # The fields bench/judges.py's `train_reward` reads: the plain linear head, no LoRA.
-    args.model, args.reward_batch_size, args.reward_lora_r, args.grm_alpha = "packaged", 8, 0, 0.0
+    # The fields bench/judges.py's `train_reward` reads: the linear head, no LoRA.
+    args.model, args.reward_lora_r, args.grm_alpha = "packaged", 0, 0.0
     start_logging()
     if missing_data(HH, ALPACA):
         return
@@ -134,10 +162,11 @@ def main() -> None:
         write_section(SECTION, ["## One reward head for two dimensions (bench/dimension_mix.py)", "",
                                 f"`{command.strip()}` — seed {args.seed}, {time.strftime('%Y-%m-%d')}, "
                                 f"{os.cpu_count()} cores; reward heads from the packaged model, helpful pairs "
-                                f"≤ {args.pairs_per_prompt} per prompt. {baselines}", "", *lines])
+                                f"≤ {args.pairs_per_prompt} per prompt. {baselines}", "", *lines, "",
+                                f"`{result_line(rows)}`"])
     else:
         print("smoke run (--smoke, --limit-train or --n-eval): bench/RESULTS.md left unchanged")
-    print("RESULT " + " ".join(f"{n}_acc={r['accuracy']:.3f} {n}_bon={r['bon']:.3f}" for n, r in rows.items()))
+    print(result_line(rows))
 
 
 if __name__ == "__main__":

@@ -103,16 +103,18 @@ def train_reward(kind: str, train, out: Path, args):
     from selfrefine.models.training.reward import reward_rows, train_reward_head
     from selfrefine.models.training.reward_config import GRMSettings, MORESettings, RewardRecipeConfig
 
-    rows, turns_cut = reward_rows(train, load_tokenizer(args.model), args.max_tokens)
+    rows, turns_cut = reward_rows(train, load_tokenizer(args.model), args.max_tokens,
+                                  input_format=args.reward_input_format)
     config = RewardRecipeConfig(train_last_layers=args.train_last_layers, group_by_length=kind != "more",
         learning_rate=args.reward_lr, num_epochs=args.epochs, per_device_batch_size=args.reward_batch_size,
         max_length=args.max_tokens + 8, seed=args.seed, lr_scheduler="cosine", warmup_ratio=0.05,
         lora=LoraSettings(r=args.reward_lora_r, alpha=2 * args.reward_lora_r, dropout=0.0) if args.reward_lora_r else None,
         grm=GRMSettings(regularizer="sft", alpha=args.grm_alpha) if kind == "grm" else None,
-        more=MORESettings() if kind == "more" else None)
+        more=MORESettings() if kind == "more" else None, input_format=args.reward_input_format)
     result = train_reward_head(args.model, Dataset.from_list(rows), out, config)
     layers = f"last {args.train_last_layers} blocks" if args.train_last_layers else "full fine-tune"
-    note = (f"lr {args.reward_lr:g}, {args.epochs:g} epoch(s), {args.reward_batch_size} pairs/step, {layers}; "
+    note = (f"lr {args.reward_lr:g}, {args.epochs:g} epoch(s), {args.reward_batch_size} pairs/step, {layers}, "
+            f"{args.reward_input_format} layout; "
             f"{len(rows)} pairs, {turns_cut} context turns cut")
     if kind == "more":
         lambdas = json.loads((out / "training_log.json").read_text())["more_lambdas"]
@@ -166,6 +168,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=1.0, help="passes over the training pairs (reward heads)")
     parser.add_argument("--reward-lr", type=float, default=3e-5, help="reward-head learning rate (backbone and head)")
     parser.add_argument("--reward-batch-size", type=int, default=8, help="pairs per reward-head step")
+    parser.add_argument("--reward-input-format", choices=("plain", "chat_template"), default="plain",
+                        help="how the reward heads read a conversation (reward_recipe.input_format)")
     parser.add_argument("--reward-lora-r", type=int, default=0, help="LoRA rank for the reward heads (0 = full fine-tune)")
     parser.add_argument("--grm-alpha", type=float, default=0.01, help="GRM regulariser weight α")
     parser.add_argument("--train-last-layers", type=int, default=None,

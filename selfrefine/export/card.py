@@ -56,7 +56,8 @@ def base_license(base: str | None) -> str | None:
 def model_card(target: ExportTarget, kind: str, dimension: str | None = None, license: str | None = None,
                reading: dict[str, str] | None = None) -> str:
     """The README.md text of one exported directory (`kind`: causal_lm or sequence_classification);
-    `reading` is the one a generative judge records in its judge.json (see `judge_reading`)."""
+    `reading` is the one a generative judge records in its judge.json (see `judge_reading`), or a
+    reward head's `{"input_format": …}` (see `judge_reading_of`)."""
     from huggingface_hub import ModelCardData
 
     base = hub_id(target.base_model)
@@ -80,12 +81,18 @@ def headline(target: ExportTarget) -> dict[str, float]:
 
 
 def judge_reading_of(path: Path, dimension: str | None) -> dict[str, str] | None:
-    """The reading recorded by the judge in `path` (its `dimension`'s sub-judge for a per-dimension judge)."""
-    from selfrefine.models.judge_info import PER_DIMENSION, judge_reading, read_judge_info, sub_judge_dirs
+    """The reading recorded by the judge in `path` (its `dimension`'s sub-judge for a per-dimension
+    judge): a generative judge's pairwise and best-of-n readings, a reward head's input format."""
+    from selfrefine.models.judge_info import (
+        PER_DIMENSION, judge_reading, read_judge_info, reward_input_format, sub_judge_dirs,
+    )
 
     info = read_judge_info(path)
     if info["kind"] == PER_DIMENSION:
         path = sub_judge_dirs(path, info)[dimension]
+        info = read_judge_info(path)
+    if info["kind"] == "reward_head":
+        return {"input_format": reward_input_format(info, path)}
     return judge_reading(path)
 
 
@@ -97,11 +104,15 @@ def _body(target: ExportTarget, kind: str, dimension: str | None, base: str | No
              f"(`{target.run_id}`), exported from artifact `{target.artifact_id}` (sha256 `{target.sha256}`).",
              f"Base model: `{base or target.base_model}`; license: {license or 'unknown (see the base model)'}.", ""]
     if kind == "sequence_classification":
+        layout = ("the conversation in the tokenizer's chat template (the dimension's definition as the system "
+                  "turn) up to the assistant header" if (reading or {}).get("input_format") == "chat_template"
+                  else "selfrefine's reward prompt (the dimension's definition, the \"Human:\"/\"Assistant:\" turns, "
+                  "`<endofcontext>`, \"Assistant:\")")
         lines += ["A reward model: `AutoModelForSequenceClassification` gives one logit per input, the reward "
-                  "read at the final EOS token. Inputs are the reward prompt followed by the response and EOS, "
+                  f"read at the final EOS token. Inputs are {layout}, followed by the response and EOS, "
                   "padded on the right. The logit is selfrefine's reward (minus the head's bias "
                   "`selfrefine_reward_bias` in config.json, zero after Bradley–Terry training).", ""]
-    if reading:
+    if reading and "pairwise_verdicts" in reading:
         pairwise = ("the pairwise A/B prompt in both orders" if reading.get("pairwise_verdicts") == "prompt"
                     else "the difference of the two responses' Yes/No log-odds (it never learnt the pairwise prompt)")
         lines += [f"Read it as it was trained: a pair is judged by {pairwise}; best-of-n ranks by "

@@ -47,7 +47,7 @@ def export(text: str, dest: str | Path, *, store: Store, artifacts: ArtifactStor
             licenses[base] = base_license(base)
         for directory, kind in export_model(target.path, place, target.role):
             dimension = directory.name if directory != place else None
-            reading = judge_reading_of(target.path, dimension) if target.role == "judge" and kind == "causal_lm" else None
+            reading = judge_reading_of(target.path, dimension) if target.role == "judge" else None
             write_card(directory, model_card(target, kind, dimension, licenses[base], reading))
             written.append(Exported(target.role, kind, directory, target.artifact_id))
     return written

@@ -1,8 +1,9 @@
 """The `judge.json` file: which kind of judge a model directory holds, and what its loader needs.
 
 `train_judge` writes `judge.json` into every judge it saves: `{"kind": "generative"}` for the
-decoder judge that answers Yes/No and A/B, `{"kind": "reward_head", "head": {...}}` for a backbone
-with a scalar head. A directory without the file (a base model, an alias, a hub id, a judge saved
+decoder judge that answers Yes/No and A/B, `{"kind": "reward_head", "head": {...}, "input_format":
+"plain"|"chat_template"}` for a backbone with a scalar head and the layout it reads (`reward_judge`;
+a head without `input_format` reads `plain`). A directory without the file (a base model, an alias, a hub id, a judge saved
 before the file existed) is a generative judge. A judge trained per dimension is a directory of
 such judges, one per dimension and each of its own kind:
 
@@ -33,6 +34,8 @@ JUDGE_INFO = "judge.json"
 JudgeKind = Literal["generative", "reward_head"]
 JUDGE_KINDS: tuple[str, ...] = ("generative", "reward_head")
 PER_DIMENSION = "per_dimension"
+RewardInputFormat = Literal["plain", "chat_template"]
+REWARD_INPUT_FORMATS: tuple[str, ...] = ("plain", "chat_template")
 STORED_KINDS = (*JUDGE_KINDS, PER_DIMENSION)  # what a judge.json may name
 
 
@@ -134,3 +137,12 @@ def judge_reading(directory: str | Path) -> dict[str, str] | None:
         return None
     absolute = READINGS["absolute_only"]
     return dict(absolute) if any(r == absolute for r in readings) else readings[0]
+
+
+def reward_input_format(info: Mapping[str, Any], where: str | Path) -> RewardInputFormat:
+    """The input layout a reward head's judge.json records (`plain` when it records none)."""
+    value = info.get("input_format", "plain")
+    if value not in REWARD_INPUT_FORMATS:
+        raise ModelLoadError(f"{Path(where) / JUDGE_INFO} names reward input format {value!r}; known formats are "
+                             f"{', '.join(REWARD_INPUT_FORMATS)}. Fix: train the judge again with this selfrefine version")
+    return value

@@ -13,6 +13,7 @@ Formats (the exact texts are pinned by tests/models/test_prompts.py):
   better option, `OPTION_A` (" A") or `OPTION_B` (" B").
 - `reward_prompt`: definition, context, "Assistant:"; the response follows it. The input of a
   reward-head judge, which reads a score off the last token instead of answering a question.
+  `chat_reward_prompt` is the same input in the model's chat template (definition as system turn).
 - `hindsight_example`: Chain-of-Hindsight training text split into (prompt, completion).
 - `controllable_prompt`: "A more/less {adjective} response: Assistant:" for controllable generation.
 - `cot_prompt` / `parse_verdict`: chain-of-thought judging ending in a "Verdict: A|B" line.
@@ -27,7 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from selfrefine.errors import DataError
+from selfrefine.errors import ConfigError, DataError
 from selfrefine.models.dimensions import Dimension, get_dimension
 
 Turn = Mapping[str, str]
@@ -102,6 +103,23 @@ def reward_prompt(context: Sequence[Turn], dimension: DimensionLike) -> str:
     the score is read off the last token's hidden state.
     """
     return f"{_head(context, _dim(dimension).definition)}\nAssistant:"
+
+
+def chat_reward_prompt(context: Sequence[Turn], dimension: DimensionLike, tokenizer: Any) -> str:
+    """Reward-head input before the response, in the model's own chat template: the definition as
+    the system turn, then the context, then the assistant header (`add_generation_prompt`).
+
+    The response follows as is (plus EOS). An instruct model reads a conversation in its template
+    as it was tuned to (bench/RESULTS.md compares the two layouts).
+    """
+    if not getattr(tokenizer, "chat_template", None):
+        raise ConfigError("the reward input format 'chat_template' needs a tokenizer with a chat template; "
+                          "this model has none: set reward_recipe.input_format: plain")
+    definition = _dim(dimension).definition
+    render_context(context)  # the same role and content checks as the plain layout
+    messages = ([{"role": "system", "content": definition}] if definition else []) + [
+        {"role": turn["role"], "content": turn["content"]} for turn in context]
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
 # --- training and generation texts ----------------------------------------------------------

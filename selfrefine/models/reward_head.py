@@ -6,7 +6,8 @@ that generation, the policy stage and `check_model` use as is. The head is one m
 
     config.json, model.safetensors, tokenizer files   backbone + LM head (`save_pretrained`)
     reward_head.safetensors                           the head's weights
-    judge.json                                        {"kind": "reward_head", "head": {...}}
+    judge.json                                        {"kind": "reward_head", "head": {...},
+                                                       "input_format": ...}
 
 The reward of a sequence is the head applied to the hidden state of its last real token (found
 from the attention mask, so left and right padding both work).
@@ -24,7 +25,7 @@ from torch import nn
 from transformers.utils import ModelOutput
 
 from selfrefine.errors import ConfigError, ModelLoadError
-from selfrefine.models.judge_info import read_judge_info, write_judge_info
+from selfrefine.models.judge_info import RewardInputFormat, read_judge_info, reward_input_format, write_judge_info
 
 HEAD_FILE = "reward_head.safetensors"
 HeadKind = Literal["linear", "mlp"]
@@ -99,9 +100,10 @@ def response_logprobs(lm: Any, hidden: torch.Tensor, input_ids: torch.Tensor, re
 class RewardHeadModel(nn.Module):
     """A causal LM (`lm`, optionally with a peft adapter) and a reward `head` sharing its hidden states."""
 
-    def __init__(self, lm: Any, head: nn.Module, spec: HeadSpec):
+    def __init__(self, lm: Any, head: nn.Module, spec: HeadSpec, input_format: RewardInputFormat = "plain"):
         super().__init__()
         self.lm, self.head, self.spec = lm, head, spec
+        self.input_format = input_format  # the layout its inputs are rendered in (reward_judge.reward_input)
         # TRL's RewardTrainer checks num_labels == 1 and sets the pad token on `model.config`. A
         # copy keeps that off the LM's own config.json; the LM keeps its pad token from loading.
         self.config = copy.copy(causal_lm(lm).config)
@@ -110,9 +112,10 @@ class RewardHeadModel(nn.Module):
     # -- construction and saving --
 
     @classmethod
-    def for_training(cls, lm: Any, model_dir: str | Path, kind: HeadKind, mlp_size: int, seed: int) -> RewardHeadModel:
+    def for_training(cls, lm: Any, model_dir: str | Path, kind: HeadKind, mlp_size: int, seed: int,
+                     input_format: RewardInputFormat = "plain") -> RewardHeadModel:
         """Wrap a freshly loaded LM: continue the head saved in `model_dir` if there is one (a previous
-        reward-head judge), else start a new head initialised from `seed`."""
+        reward-head judge, read in the same `input_format`), else start a new head initialised from `seed`."""
         spec = HeadSpec(kind=kind, hidden_size=lm.config.get_text_config().hidden_size, mlp_size=mlp_size)
         info = read_judge_info(model_dir)
         if info["kind"] == "reward_head":
@@ -120,10 +123,15 @@ class RewardHeadModel(nn.Module):
             if saved != spec:
                 raise ConfigError(f"{model_dir} holds a reward head {asdict(saved)}, but the recipe asks for "
                                   f"{asdict(spec)}; use the same head settings to continue it, or train from the base model")
-            return cls(lm, _load_head(Path(model_dir), saved), saved)
+            saved_format = reward_input_format(info, model_dir)
+            if saved_format != input_format:
+                raise ConfigError(f"{model_dir} holds a reward head trained on input_format {saved_format!r}, but the "
+                                  f"recipe asks for {input_format!r}; use the same input_format to continue it, or "
+                                  "train from the base model")
+            return cls(lm, _load_head(Path(model_dir), saved), saved, input_format)
         generator = torch.Generator().manual_seed(seed)
         std = getattr(lm.config.get_text_config(), "initializer_range", 0.02)
-        return cls(lm, spec.build(generator, std), spec)
+        return cls(lm, spec.build(generator, std), spec, input_format)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, dtype: torch.dtype = torch.float32, device: str = "cpu") -> RewardHeadModel:
@@ -139,7 +147,7 @@ class RewardHeadModel(nn.Module):
             lm = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=True)
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"cannot load the reward-head judge's backbone from {path}: {exc}") from exc
-        model = cls(lm, _load_head(path, spec), spec).to(device)
+        model = cls(lm, _load_head(path, spec), spec, reward_input_format(info, path)).to(device)
         return model.eval()
 
     def save_pretrained(self, output_dir: str | Path, **kwargs: Any) -> None:
@@ -152,7 +160,7 @@ class RewardHeadModel(nn.Module):
         lm.save_pretrained(output_dir, **kwargs)
         state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in self.head.state_dict().items()}
         save_file(state, str(output_dir / HEAD_FILE))
-        write_judge_info(output_dir, "reward_head", head=asdict(self.spec))
+        write_judge_info(output_dir, "reward_head", head=asdict(self.spec), input_format=self.input_format)
 
     # -- what TRL's RewardTrainer and transformers' Trainer call on a model --
 

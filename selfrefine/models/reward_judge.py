@@ -1,9 +1,12 @@
 """Scoring with a reward-head judge, through the same interface as the generative `Judge`.
 
-Input: `prompts.reward_prompt` (definition, context, "Assistant:") followed by " {response}" and
-EOS; the reward is read at the EOS token (see `reward_head`). Training and scoring encode with the
-same function, `encode_reward_input`, so the head sees at scoring time exactly the token layout
-it was trained on.
+Input, by the head's `input_format` (recorded in its judge.json):
+- `plain`: `prompts.reward_prompt` (definition, context, "Assistant:") followed by " {response}";
+- `chat_template`: `prompts.chat_reward_prompt` (the model's chat template, the definition as the
+  system turn, ending in the assistant header) followed by "{response}";
+then EOS; the reward is read at the EOS token (see `reward_head`). Training and scoring encode with
+the same functions, `reward_input` and `encode_reward_input`, so the head sees at scoring time
+exactly the token layout it was trained on.
 
 How the reward maps onto the judge's outputs:
 - `score_absolute`: `score` = the reward r; `answer` = "Yes" when r >= 0; `p_yes` = sigmoid(r);
@@ -26,6 +29,7 @@ from typing import Any
 from selfrefine.errors import ConfigError, ModelLoadError
 from selfrefine.models import prompts as P
 from selfrefine.models.dimensions import Dimension, get_dimension
+from selfrefine.models.judge_info import REWARD_INPUT_FORMATS, RewardInputFormat
 from selfrefine.models.judge_types import (
     AbsoluteItem, AbsoluteScore, PairItem, PairVerdict, coerce_item, sigmoid,
 )
@@ -45,19 +49,28 @@ class RewardInput:
 
 
 def reward_input(context: Sequence[Mapping[str, str]], response: str, dimension: Dimension, tokenizer: Any,
-                 max_length: int, *, fit_for: str | None = None) -> RewardInput:
+                 max_length: int, *, fit_for: str | None = None, input_format: RewardInputFormat = "plain") -> RewardInput:
     """Render a response for the head, cutting the oldest context turns to fit `max_length` tokens.
 
     `fit_for` (default: `response`) is the response the context is fitted around; pass the longer
     response of a pair so that both responses are judged after the same context.
     """
-    completion = " " + response
-    longest = " " + (fit_for if fit_for is not None else response)
+    if input_format == "plain":
+        def render(ctx):
+            return P.reward_prompt(ctx, dimension)
+        space = " "
+    elif input_format == "chat_template":
+        def render(ctx):
+            return P.chat_reward_prompt(ctx, dimension, tokenizer)
+        space = ""  # the template's assistant header ends the line the response starts after
+    else:
+        raise ConfigError(f"reward input format must be one of {', '.join(REWARD_INPUT_FORMATS)}, got {input_format!r}")
+    completion = space + response
+    longest = space + (fit_for if fit_for is not None else response)
     # Two tokens spare: EOS, and a token boundary that may move when prompt and response are
     # tokenised apart (as `encode_reward_input` does) instead of as one text.
     # A response too long even without context keeps its head: `encode_reward_input` cuts its tail.
-    fitted = P.fit_to_budget(lambda ctx: P.reward_prompt(ctx, dimension) + longest, context, tokenizer,
-                             max_length, reserve_tokens=2)
+    fitted = P.fit_to_budget(lambda ctx: render(ctx) + longest, context, tokenizer, max_length, reserve_tokens=2)
     prompt = fitted.text[: len(fitted.text) - len(longest)]
     return RewardInput(prompt=prompt, completion=completion, turns_cut=fitted.turns_cut)
 
@@ -74,7 +87,9 @@ def encode_reward_input(tokenizer: Any, prompt: str, completion: str,
     """
     if tokenizer.eos_token_id is None:
         raise ModelLoadError("the tokenizer has no EOS token; a reward head reads its score at the EOS token")
-    prompt_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+    bos = tokenizer.bos_token
+    # A chat template that already writes the BOS token must not get a second one.
+    prompt_ids = tokenizer(prompt, add_special_tokens=not (bos and prompt.startswith(bos)))["input_ids"]
     response_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
     if max_length is not None and len(prompt_ids) + len(response_ids) + 1 > max_length:
         keep = max_length - len(prompt_ids) - 1
@@ -110,8 +125,11 @@ class RewardHeadJudge:
     kind = "reward_head"
 
     def __init__(self, model: Any, tokenizer: Any, dimension_extra: Mapping[str, str] | None = None,
-                 batch_size: int = 16, max_length: int = 1024, *, log_every_seconds: float = 30.0):
+                 batch_size: int = 16, max_length: int = 1024, *, log_every_seconds: float = 30.0,
+                 input_format: RewardInputFormat | None = None):
         self.model, self.tokenizer = model, tokenizer
+        # The layout the head was trained on: its own record unless the caller says otherwise.
+        self.input_format = input_format or getattr(model, "input_format", "plain")
         self.dimension_extra = dict(dimension_extra or {})
         self.batch_size, self.max_length = batch_size, max_length
         self.log_every_seconds = log_every_seconds
@@ -137,7 +155,7 @@ class RewardHeadJudge:
         """(reward, context turns cut) per item, in input order."""
         items = [coerce_item(i, AbsoluteItem) for i in items]
         rendered = [reward_input(it.context, it.response, self.dimension(it.dimension), self.tokenizer,
-                                 self.max_length) for it in items]
+                                 self.max_length, input_format=self.input_format) for it in items]
         full = [encode_reward_input(self.tokenizer, r.prompt, r.completion)[0] for r in rendered]
         ids = [tuple(seq if len(seq) <= self.max_length else
                      encode_reward_input(self.tokenizer, r.prompt, r.completion, self.max_length)[0])

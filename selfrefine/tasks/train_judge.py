@@ -368,7 +368,8 @@ def _train_reward_head(ctx: StageContext, out_dir: Path, start: str, seed_pairs:
         log.info("train_judge: a reward_head judge does not train on STaR rationales; the rationales input is unused")
     # The head's own budget, not max_prompt_tokens (the generative judge's prompt budget): a long
     # response would otherwise cost its instruction's start.
-    rows, turns_cut = reward_rows(seed_pairs + self_pairs, tokenizer, recipe.max_length, cfg.dimension_definitions)
+    rows, turns_cut = reward_rows(seed_pairs + self_pairs, tokenizer, recipe.max_length, cfg.dimension_definitions,
+                                  recipe.input_format)
     log.info("train_judge: reward head on %d pairs (%d seed, %d self) from %s", len(rows), len(seed_pairs),
              len(self_pairs), start)
     judge_dir = out_dir / "judge"

@@ -56,7 +56,7 @@ def test_a_per_dimension_judge_exports_one_directory_per_dimension(tiny_dir, tmp
     # The generative sub-judge never learnt the pairwise prompt: its card says how to read it.
     reading = judge_reading_of(judge, "helpful")
     assert reading == {"pairwise_verdicts": "absolute", "bestofn_scoring": "yes_log_odds"}
-    assert judge_reading_of(judge, "harmless") is None  # a reward head has one reading
+    assert judge_reading_of(judge, "harmless") == {"input_format": "plain"}  # a reward head: its input layout
     target = ExportTarget(role="judge", artifact_id="a", sha256="0" * 64, path=judge, stage_run_id="s",
                           stage_config={}, meta={}, base_model="tiny")
     card = write_card(out / "helpful", model_card(target, "causal_lm", "helpful", None, reading))

@@ -172,7 +172,8 @@ def test_each_variant_trains_a_step_and_saves_a_judge_that_scores(tiny_dir, tmp_
     head = load_file(str(out / HEAD_FILE))
     assert any(not torch.equal(initial[k], head[k]) for k in initial), "the step left the head unchanged"
     info = json.loads((out / JUDGE_INFO).read_text())
-    assert info == {"kind": "reward_head", "head": {"kind": config.head, "hidden_size": 64, "mlp_size": config.head_size}}
+    assert info == {"kind": "reward_head", "head": {"kind": config.head, "hidden_size": 64, "mlp_size": config.head_size},
+                    "input_format": "plain"}
 
     log = json.loads((out / common.TRAINING_LOG).read_text())
     assert log["recipe"] == "reward_head" and log["sources"] == ["even", "odd"]

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from selfrefine.errors import ConfigError, DataError
+from selfrefine.models.judge_info import RewardInputFormat
 from selfrefine.models.training.common import TrainResult, check_text_columns, run_recipe
 from selfrefine.models.training.reward_config import RewardRecipeConfig
 
@@ -25,10 +26,11 @@ DEFAULT_SOURCE = "all"
 
 
 def reward_rows(pairs: Sequence[Any], tokenizer: Any, max_length: int,
-                extra_dimensions: Mapping[str, str] | None = None) -> tuple[list[dict[str, str]], int]:
+                extra_dimensions: Mapping[str, str] | None = None,
+                input_format: RewardInputFormat = "plain") -> tuple[list[dict[str, str]], int]:
     """Rows {prompt, chosen, rejected, source} for `train_reward_head` from `PreferencePair`s, and
     how many context turns were cut. Both responses follow the same prompt, fitted around the
-    longer of the two."""
+    longer of the two and rendered in `input_format` (the recipe's)."""
     from selfrefine.models.dimensions import get_dimension
     from selfrefine.models.reward_judge import reward_input
 
@@ -36,9 +38,10 @@ def reward_rows(pairs: Sequence[Any], tokenizer: Any, max_length: int,
     for pair in pairs:
         longer = max((pair.chosen, pair.rejected), key=lambda r: len(tokenizer(r, add_special_tokens=False)["input_ids"]))
         fitted = reward_input(pair.context, longer, get_dimension(pair.dimension, extra_dimensions), tokenizer,
-                              max_length)
+                              max_length, input_format=input_format)
         turns_cut += fitted.turns_cut
-        rows.append({"prompt": fitted.prompt, "chosen": " " + pair.chosen, "rejected": " " + pair.rejected,
+        space = fitted.completion[: len(fitted.completion) - len(longer)]  # what the layout puts before a response
+        rows.append({"prompt": fitted.prompt, "chosen": space + pair.chosen, "rejected": space + pair.rejected,
                      "source": pair.source})
     return rows, turns_cut
 
@@ -109,4 +112,5 @@ def train_reward_head(base_model: str, pairs, output_dir: str | Path,
 def _with_head(model, model_dir: str, *, config: RewardRecipeConfig):
     from selfrefine.models.reward_head import RewardHeadModel
 
-    return RewardHeadModel.for_training(model, model_dir, config.head, config.head_size, config.seed)
+    return RewardHeadModel.for_training(model, model_dir, config.head, config.head_size, config.seed,
+                                        config.input_format)

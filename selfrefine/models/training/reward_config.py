@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
 
+from selfrefine.models.judge_info import RewardInputFormat
 from selfrefine.models.training.config import Runtime, StrictConfig, TrainingConfig
 
 if TYPE_CHECKING:
@@ -54,6 +55,11 @@ class RewardRecipeConfig(TrainingConfig):
         "Reward head on the last token's hidden state: 'linear' (hidden → 1) or 'mlp' (hidden → head_size → "
         "ReLU → 1, the GRM paper's default head)."))
     head_size: int = Field(1024, ge=1, description="Hidden width of the 'mlp' head.")
+    input_format: RewardInputFormat = Field("plain", description=(
+        "How a conversation and its response are laid out for the head (recorded in judge.json, read the same "
+        "way when scoring): 'plain' = the dimension's definition, \"Human: …\" / \"Assistant: …\" turns, "
+        "<endofcontext>, \"Assistant: {response}\"; 'chat_template' = the model's own chat template with the "
+        "definition as the system turn. Needs a tokenizer with a chat template."))
     grm: GRMSettings | None = Field(None, description=(
         "GRM hidden-state regularisation through the kept LM head; None = plain Bradley–Terry."))
     more: MORESettings | None = Field(None, description=(
