@@ -386,4 +386,4 @@ def _train_reward_head(ctx: StageContext, out_dir: Path, start: str, seed_pairs:
     return judge_dir, meta, metrics
 
 
-STAGE = Stage(name="train_judge", code_version="4", config=TrainJudgeConfig, run=run, pin=pin, gpu=True)
+STAGE = Stage(name="train_judge", code_version="5", config=TrainJudgeConfig, run=run, pin=pin, gpu=True)
