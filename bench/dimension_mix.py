@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from judges import train_reward  # noqa: E402
-from quality import ALPACA, HH, bench_data  # noqa: E402
+from quality import ALPACA, HH, bench_data, read_alpaca  # noqa: E402
 from harness import missing_data, start_logging  # noqa: E402
 from results_file import write_section  # noqa: E402
 
@@ -55,7 +55,7 @@ def load_data(tmp: Path, per_prompt: int, limit_train: int | None, n_eval: int |
     bench/quality.py gives the loop, loaded as its stages load them."""
     from selfrefine.data import DataSource, load_bestofn, load_pairs
 
-    data, _ = bench_data(tmp, N_PROMPTS, per_prompt)
+    data, _ = bench_data(tmp, read_alpaca(), N_PROMPTS, per_prompt, policy_rows=None, n_evaluator=0)
     harmless_source, helpful_source = (DataSource(**source) for source in data["seed_pairs"])
     harmless = load_pairs(harmless_source)[:limit_train]
     helpful = load_pairs(helpful_source)[:limit_train]
