@@ -1,0 +1,234 @@
+"""A lever for the helpful judge: a linear ranker on the packaged model's frozen features.
+
+Does the packaged model see anything in a response, beyond its length, that predicts AlpacaEval's
+preference? Each of the 11 candidates of an AlpacaEval prompt is read once by the packaged model
+(rendered with its chat template) and described by feature blocks:
+
+- `length`: log characters and log tokens of the response;
+- `logprob`: the response's mean and summed token log-probability under the model, and the mean over
+  its first 32 tokens;
+- `last`, `mean`, `mid`: the last layer's hidden state at the last token, its mean over the response
+  tokens, and the middle layer's mean over them (576 numbers each).
+
+Features are centred within each prompt (only the ranking among one prompt's candidates counts).
+A ranker — ridge regression on the graded preference, or (on the small feature sets) a logistic
+regression on the feature differences of every candidate pair whose preferences differ, weighted by
+the gap — is chosen with
+its regularisation by 5-fold cross-validation over the seed prompts (the first 200, as
+bench/quality.py lays the data out), three shuffles of the folds averaged. The chosen ranker is fitted
+on all seed prompts and measured once on the 203 held-out prompts, next to random, the longest-response
+rule and the oracle (`scoring.metrics.best_of_n_metrics`). Nothing is chosen on the held-out prompts.
+
+    python bench/frozen_ranker.py [--features FILE]    # FILE caches the features between runs
+
+About 25 minutes on two cores with native bf16 for the features (4,433 forward passes), a minute for
+the rankers. Full runs write this script's section of bench/RESULTS.md.
+
+Last line: RESULT frozen_bon=… frozen_bon_se=… longest_bon=… margin=… margin_se=… length_spearman=… cv_bon=… cv_longest=…
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import itertools
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import missing_data, start_logging  # noqa: E402
+from quality import ALPACA  # noqa: E402
+from results_file import write_section  # noqa: E402
+
+SECTION = "bench/frozen_ranker.py"
+SEED_PROMPTS = 200  # bench/quality.py's seed prompts; the rest are its held-out best-of-11 prompts
+BLOCKS = ("length", "logprob", "last", "mean", "mid")
+FEATURE_SETS = (("length",), ("logprob",), ("length", "logprob"), ("mean",), ("last",), ("mid",),
+                ("length", "logprob", "mean"), ("length", "logprob", "last"), ("length", "logprob", "mean", "mid"))
+RIDGE_ALPHAS = (1.0, 10.0, 100.0, 1e3, 1e4)
+PAIR_CS = (1e-3, 1e-2, 1e-1)
+# The pairwise logistic regression fits ~16,000 difference vectors per fold: quick on the length and
+# log-probability features, tens of minutes per feature set on the hidden states, where ridge is used alone.
+MAX_PAIRWISE_WIDTH = 16
+MAX_TOKENS = 1024
+
+
+def read_rows() -> list[dict]:
+    with gzip.open(ALPACA, "rt") as f:
+        return [json.loads(line) for line in f]
+
+
+def extract_features(rows: list[dict]) -> dict[str, np.ndarray]:
+    """The feature blocks of every candidate, shape (prompts, 11, width)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from selfrefine.models.loading import bf16_supported, ensure_packaged_model
+    from selfrefine.progress import Progress
+
+    path = ensure_packaged_model()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    dtype = torch.bfloat16 if bf16_supported() else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).eval()
+    middle = model.config.num_hidden_layers // 2
+    out: dict[str, list] = {name: [] for name in BLOCKS}
+    n = sum(len(r["candidates"]) for r in rows)
+    with Progress("frozen features", n, "responses", min_interval=30) as progress, torch.inference_mode():
+        for row in rows:
+            prompt = [{"role": "user", "content": row["instruction"]}]
+            head = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+            prefix = len(tokenizer(head, add_special_tokens=False)["input_ids"])
+            for cand in row["candidates"]:
+                text = tokenizer.apply_chat_template(prompt + [{"role": "assistant", "content": cand["output"]}],
+                                                     tokenize=False)
+                ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"][:, :MAX_TOKENS]
+                result = model(ids, output_hidden_states=True)
+                hidden, response = result.hidden_states, slice(prefix, ids.shape[1])
+                # Log-probabilities of the response tokens only: the vocabulary projection is the costly part.
+                logits = result.logits[0, prefix - 1:-1].float()
+                token_lp = logits.log_softmax(-1).gather(1, ids[0, prefix:, None])[:, 0]
+                out["length"].append([np.log1p(len(cand["output"])), np.log1p(ids.shape[1] - prefix)])
+                out["logprob"].append([token_lp.mean().item(), token_lp.sum().item() / 100, token_lp[:32].mean().item()])
+                out["last"].append(hidden[-1][0, -1].float().numpy())
+                out["mean"].append(hidden[-1][0, response].float().mean(0).numpy())
+                out["mid"].append(hidden[middle][0, response].float().mean(0).numpy())
+                progress.update(1)
+    return {name: np.asarray(v, dtype=np.float64).reshape(len(rows), 11, -1) for name, v in out.items()}
+
+
+def design(features: dict[str, np.ndarray], names: tuple[str, ...]) -> np.ndarray:
+    x = np.concatenate([features[name] for name in names], axis=-1)
+    return x - x.mean(axis=1, keepdims=True)  # within-prompt: only the ranking inside a prompt counts
+
+
+def fit_ridge(alpha: float):
+    from sklearn.linear_model import Ridge
+
+    def fit(x, wins):
+        d = x.shape[-1]
+        scale = x.reshape(-1, d).std(0) + 1e-6
+        target = (wins - wins.mean(1, keepdims=True)).ravel()
+        model = Ridge(alpha=alpha).fit(x.reshape(-1, d) / scale, target)
+        return lambda z: model.predict(z.reshape(-1, d) / scale).reshape(len(z), -1)
+    return fit
+
+
+def fit_pairwise(c: float, min_gap: float = 0.1):
+    from sklearn.linear_model import LogisticRegression
+
+    def fit(x, wins):
+        d = x.shape[-1]
+        scale = x.reshape(-1, d).std(0) + 1e-6
+        diffs, weights = [], []
+        for i in range(len(x)):
+            for a, b in itertools.combinations(range(x.shape[1]), 2):
+                gap = wins[i, a] - wins[i, b]
+                if abs(gap) > min_gap:
+                    diffs.append(np.sign(gap) * (x[i, a] - x[i, b]) / scale)
+                    weights.append(abs(gap))
+        diffs = np.asarray(diffs)
+        model = LogisticRegression(C=c, fit_intercept=False, max_iter=2000).fit(
+            np.concatenate([diffs, -diffs]), np.r_[np.ones(len(diffs)), np.zeros(len(diffs))],
+            sample_weight=np.r_[weights, weights])
+        return lambda z: (z.reshape(-1, d) / scale @ model.coef_[0]).reshape(len(z), -1)
+    return fit
+
+
+def rankers(width: int):
+    yield from ((f"ridge α={a:g}", fit_ridge(a)) for a in RIDGE_ALPHAS)
+    if width <= MAX_PAIRWISE_WIDTH:
+        yield from ((f"pairwise logistic C={c:g}", fit_pairwise(c)) for c in PAIR_CS)
+
+
+def cross_validated_bon(x: np.ndarray, wins: np.ndarray, fit, folds: int = 5, shuffles: int = 3) -> float:
+    picks_win = []
+    for shuffle in range(shuffles):
+        order = np.random.default_rng(shuffle).permutation(len(x))
+        for held in np.array_split(order, folds):
+            train = np.setdiff1d(order, held)
+            scores = fit(x[train], wins[train])(x[held])
+            picks_win.append(wins[held, scores.argmax(1)])
+    return float(np.mean(np.concatenate(picks_win)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--features", default=None, help="cache the features in this .npz file and reuse it")
+    parser.add_argument("--smoke", action="store_true", help="leave bench/RESULTS.md alone")
+    args = parser.parse_args()
+    if missing_data(ALPACA):
+        return
+    start_logging()
+    from selfrefine.data.schema import BestOfNItem, Candidate
+    from selfrefine.models.loading import bf16_supported
+    from selfrefine.scoring.metrics import best_of_n_metrics
+
+    started = time.time()
+    rows = read_rows()
+    cache = Path(args.features) if args.features else None
+    if cache and cache.is_file():
+        with np.load(cache) as stored:
+            features = {name: stored[name] for name in BLOCKS}
+    else:
+        features = extract_features(rows)
+        if cache:
+            np.savez(cache, **features)
+    wins = np.array([[c["preference"] - 1.0 for c in r["candidates"]] for r in rows])
+    seed, held = slice(0, SEED_PROMPTS), slice(SEED_PROMPTS, len(rows))
+    chars = np.array([[len(c["output"]) for c in r["candidates"]] for r in rows])
+    cv_longest = float(wins[seed][np.arange(SEED_PROMPTS), chars[seed].argmax(1)].mean())
+
+    results = []
+    for names in FEATURE_SETS:
+        x = design(features, names)
+        for label, fit in rankers(x.shape[-1]):
+            results.append((cross_validated_bon(x[seed], wins[seed], fit), names, label, fit))
+            print(f"cv  {'+'.join(names):28s} {label:28s} {results[-1][0]:.3f}", flush=True)
+    cv_bon, names, label, fit = max(results, key=lambda r: r[0])
+    x = design(features, names)
+    scores = fit(x[seed], wins[seed])(x[held])
+    items = [BestOfNItem(context=[{"role": "user", "content": r["instruction"]}],
+                         candidates=[Candidate(c["output"], c["preference"]) for c in r["candidates"]],
+                         reference=r["reference"]) for r in rows[held]]
+    m = best_of_n_metrics(items, scores.tolist())
+    minutes = (time.time() - started) / 60
+    by_set: dict[str, float] = {}
+    for value, set_names, _, _ in results:
+        key = "+".join(set_names)
+        by_set[key] = max(by_set.get(key, 0.0), value)
+    lines = [
+        "## The packaged model's frozen features as a helpful ranker (bench/frozen_ranker.py)", "",
+        f"`python bench/frozen_ranker.py` — {time.strftime('%Y-%m-%d')}, "
+        f"{'bfloat16' if bf16_supported() else 'float32'}, {minutes:.0f} min. Cross-validated best-of-11 on the "
+        f"{SEED_PROMPTS} seed prompts (5 folds × 3 shuffles; the longest rule gives {cv_longest:.3f} there), "
+        "the best ranker per feature set:", "",
+        "| features | cross-validated best-of-11 |", "|---|---|",
+        *[f"| {k} | {v:.3f} |" for k, v in by_set.items()], "",
+        f"Chosen on the seed prompts: {'+'.join(names)}, {label} (cv {cv_bon:.3f}). Measured once on the "
+        f"{len(items)} held-out prompts:", "",
+        "| picker | best-of-11 win rate |", "|---|---|",
+        f"| frozen-feature ranker | {m['win_rate']:.3f} ± {m['win_rate_se']:.3f} |",
+        f"| longest candidate | {m['longest_win_rate']:.3f} |",
+        f"| random | {m['random_win_rate']:.3f} |",
+        f"| oracle | {m['oracle_win_rate']:.3f} |", "",
+        f"Margin over the longest rule {m['margin_over_longest']:+.3f} ± {m['margin_over_longest_se']:.3f} "
+        f"(paired by prompt); length bias (mean Spearman of score and length) {m['length_spearman']:.3f}.",
+    ]
+    result = (f"RESULT frozen_bon={m['win_rate']:.3f} frozen_bon_se={m['win_rate_se']:.3f} "
+              f"longest_bon={m['longest_win_rate']:.3f} margin={m['margin_over_longest']:.3f} "
+              f"margin_se={m['margin_over_longest_se']:.3f} length_spearman={m['length_spearman']:.3f} "
+              f"cv_bon={cv_bon:.3f} cv_longest={cv_longest:.3f}")
+    print("\n".join(lines))
+    if not args.smoke:
+        write_section(SECTION, [*lines, "", f"`{result}`"])
+    print(result)
+
+
+if __name__ == "__main__":
+    main()
