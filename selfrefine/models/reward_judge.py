@@ -39,6 +39,11 @@ from selfrefine.progress import Progress
 logger = logging.getLogger(__name__)
 
 
+# What each layout puts between its prompt and the response: "Assistant:" is followed by a space;
+# the chat template's assistant header already ends its line.
+RESPONSE_PREFIX: dict[str, str] = {"plain": " ", "chat_template": ""}
+
+
 @dataclass(frozen=True)
 class RewardInput:
     """One (context, response) rendered for the reward head: `prompt` + `completion`."""
@@ -55,16 +60,15 @@ def reward_input(context: Sequence[Mapping[str, str]], response: str, dimension:
     `fit_for` (default: `response`) is the response the context is fitted around; pass the longer
     response of a pair so that both responses are judged after the same context.
     """
-    if input_format == "plain":
-        def render(ctx):
-            return P.reward_prompt(ctx, dimension)
-        space = " "
-    elif input_format == "chat_template":
-        def render(ctx):
-            return P.chat_reward_prompt(ctx, dimension, tokenizer)
-        space = ""  # the template's assistant header ends the line the response starts after
-    else:
+    if input_format not in RESPONSE_PREFIX:
         raise ConfigError(f"reward input format must be one of {', '.join(REWARD_INPUT_FORMATS)}, got {input_format!r}")
+
+    def render(ctx):
+        if input_format == "chat_template":
+            return P.chat_reward_prompt(ctx, dimension, tokenizer)
+        return P.reward_prompt(ctx, dimension)
+
+    space = RESPONSE_PREFIX[input_format]
     completion = space + response
     longest = space + (fit_for if fit_for is not None else response)
     # Two tokens spare: EOS, and a token boundary that may move when prompt and response are

@@ -32,15 +32,14 @@ def reward_rows(pairs: Sequence[Any], tokenizer: Any, max_length: int,
     how many context turns were cut. Both responses follow the same prompt, fitted around the
     longer of the two and rendered in `input_format` (the recipe's)."""
     from selfrefine.models.dimensions import get_dimension
-    from selfrefine.models.reward_judge import reward_input
+    from selfrefine.models.reward_judge import RESPONSE_PREFIX, reward_input
 
-    rows, turns_cut = [], 0
+    rows, turns_cut, space = [], 0, RESPONSE_PREFIX.get(input_format, "")
     for pair in pairs:
         longer = max((pair.chosen, pair.rejected), key=lambda r: len(tokenizer(r, add_special_tokens=False)["input_ids"]))
         fitted = reward_input(pair.context, longer, get_dimension(pair.dimension, extra_dimensions), tokenizer,
                               max_length, input_format=input_format)
         turns_cut += fitted.turns_cut
-        space = fitted.completion[: len(fitted.completion) - len(longer)]  # what the layout puts before a response
         rows.append({"prompt": fitted.prompt, "chosen": space + pair.chosen, "rejected": space + pair.rejected,
                      "source": pair.source})
     return rows, turns_cut
