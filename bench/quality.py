@@ -23,7 +23,9 @@ run seed 0 whatever --seed is. It lives in its own store and artifact root (--ev
 ~/.cache/selfrefine-bench/evaluator), so later runs reuse it by its stage key; the loop gets its model
 directory as `evaluate_policy.evaluator` (pinned by content). Before the loop it is checked as an
 instrument on the policy prompts' own 11 AlpacaEval candidates: its best-of-11 win rate against
-random picking and "always pick the longest candidate" (characters). Unless the preset sets
+random picking and "always pick the longest candidate" (characters). --evaluator MODEL takes an
+evaluator from elsewhere instead (an alias, a judge directory or a hub id, such as a public
+sequence-classification reward model on a GPU machine), checked the same way; nothing is trained for it. Unless the preset sets
 `evaluate_policy`, the policies answer greedily with at most 96 new tokens of a 256-token prompt, and
 the evaluator reads 768 tokens.
 
@@ -50,7 +52,7 @@ iteration-2 judge. Tricks are evaluated on --trick-pairs held-out pairs and --tr
 they measure judges only: no policy prompts, no evaluator.
 
     python bench/quality.py [--iterations 3] [--seed 0] [--prompts 200] [--policy-prompts 102]
-        [--evaluator-home DIR] [--keep DIR] [--set train_judge.reward_recipe.learning_rate=5e-5]
+        [--evaluator-home DIR | --evaluator MODEL] [--keep DIR] [--set train_judge.reward_recipe.learning_rate=5e-5]
     python bench/quality.py --tricks
 
 Last line: RESULT final_accuracy=<x> final_bon=<y> policy_win_rate=<w> policy_lc_win_rate=<l>
@@ -256,11 +258,12 @@ def mean_se(values: list[float]) -> tuple[float, float | None]:
     return sum(values) / len(values), standard_error(values)
 
 
-def check_evaluator(home: Path, judge_id: uuid.UUID, rows: list[dict], judge_settings: dict,
+def check_evaluator(home: Path, judge: uuid.UUID | str, rows: list[dict], judge_settings: dict,
                     data_dir: Path) -> tuple[dict, list[str]]:
-    """The evaluator as an instrument on the policy prompts' own 11 candidates: its best-of-11 win
-    rate (the `evaluate` stage, best-of-n by the highest reward), random picking and the longest
-    candidate (from the data here). Returns the figures and the lines to print."""
+    """The evaluator (a model artifact id in `home`'s store, or a model by name) as an instrument on
+    the policy prompts' own 11 candidates: its best-of-11 win rate (the `evaluate` stage, best-of-n by
+    the highest reward), random picking and the longest candidate (from the data here). Returns the
+    figures and the lines to print."""
     from selfrefine.data import DataSource
     from selfrefine.runtime.registry import execute
     from selfrefine.scoring.judge_settings import JudgeSettings
@@ -277,9 +280,11 @@ def check_evaluator(home: Path, judge_id: uuid.UUID, rows: list[dict], judge_set
         store = default_store()
         ingest_config, _ = ingest.prepare({"bestofn_0": ("bestofn", source)})
         data = execute("ingest_data", ingest_config, {}, iteration_id=None, seed=None, store=store).outputs
-        config = EvaluateConfig(bestofn_scoring="yes_log_odds", judge=JudgeSettings(**judge_settings))
-        outcome = execute("evaluate", config, {"bestofn_0": data["bestofn_0"], "judge": judge_id},
-                          iteration_id=None, seed=0, store=store)
+        by_artifact = isinstance(judge, uuid.UUID)
+        config = EvaluateConfig(bestofn_scoring="yes_log_odds", judge=JudgeSettings(**judge_settings),
+                                judge_model=None if by_artifact else judge)
+        inputs = {"bestofn_0": data["bestofn_0"], **({"judge": judge} if by_artifact else {})}
+        outcome = execute("evaluate", config, inputs, iteration_id=None, seed=0, store=store)
         with store.session() as s:
             art = s.get_one(Artifact, outcome.outputs["metrics"])
             bestofn = json.loads(ArtifactStore().local_path(art.uri).read_text())["bestofn"]
@@ -573,6 +578,9 @@ def main() -> None:
                         help="held-out policy prompts (default: all of the second half of the remaining prompts)")
     parser.add_argument("--evaluator-home", type=Path, default=Path("~/.cache/selfrefine-bench/evaluator"),
                         metavar="DIR", help="store and artifacts of the evaluator, kept and reused across runs")
+    parser.add_argument("--evaluator", default=None, metavar="MODEL",
+                        help="an evaluator the loop never trains (alias, judge directory or hub id) instead of "
+                             "the benchmark's own reward head")
     parser.add_argument("--keep", type=Path, default=None, metavar="DIR",
                         help="the run's SELFREFINE_HOME, kept afterwards (default: a temporary directory)")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
@@ -616,12 +624,17 @@ def main() -> None:
                                      len(evaluator_rows))
         print(f"data: {data_line}")
         evaluator_home = args.evaluator_home.expanduser().resolve()
-        evaluator_dir, evaluator_id, evaluator_line = train_evaluator(evaluator_home, args.preset, evaluator_rows,
-                                                                      args.pairs_per_prompt)
+        if args.evaluator:
+            evaluator, evaluator_spec = args.evaluator, args.evaluator
+            evaluator_line = f"evaluator: {args.evaluator} (--evaluator; not trained here, never trained by the loop)"
+        else:
+            evaluator_dir, evaluator, evaluator_line = train_evaluator(evaluator_home, args.preset, evaluator_rows,
+                                                                       args.pairs_per_prompt)
+            evaluator_spec = str(evaluator_dir)
         print(evaluator_line)
         cfg = build_config(args.preset, data, args.seed, args.set,
-                           {**preset_policy_eval(args.preset), "evaluator": str(evaluator_dir)})
-        _, check_lines = check_evaluator(evaluator_home, evaluator_id, policy_rows,
+                           {**preset_policy_eval(args.preset), "evaluator": evaluator_spec})
+        _, check_lines = check_evaluator(evaluator_home, evaluator, policy_rows,
                                          cfg.evaluate_policy.judge.model_dump(), data_dir)
         print("\n".join(check_lines))
         print(f"run home {home}" + (" (kept)" if args.keep else " (temporary)"))
