@@ -19,7 +19,7 @@ No setting is chosen here: the recipe is fixed before the one measurement.
 
     python bench/listwise_head.py [--temperature 1.0] [--groups-per-step 1] [--smoke]
 
-About 45 minutes on two float32 (AVX2) cores. Full runs write this script's section of
+About 1 h 40 min on two float32 (AVX2) cores: an hour of training, 37 minutes of scoring. Full runs write this script's section of
 bench/RESULTS.md; --smoke runs (8 training prompts, 8 best-of-11 items) leave it alone.
 
 Last line: RESULT listwise_bon=… listwise_bon_se=… longest_bon=… margin=… margin_se=… length_spearman=… harmless_acc=…
