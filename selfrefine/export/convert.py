@@ -5,10 +5,11 @@
 - A reward-head judge (`reward_head.RewardHeadModel`: a causal LM plus `reward_head.safetensors`) is
   written as the backbone's `…ForSequenceClassification` with `num_labels=1` and
   `score.weight` = the linear head's weight, so its logit is selfrefine's reward. transformers'
-  classification head has no bias; the Bradley–Terry loss gives the head's bias no gradient (it
-  cancels in r_chosen − r_rejected), so it stays at its zero initialisation. `config.json` keeps
-  it as `selfrefine_reward_bias` all the same: were it not zero, the logit would be the reward
-  minus it. An `mlp` head has no transformers class and is refused.
+  classification head has no bias. The Bradley–Terry loss gives the head's bias no gradient in exact
+  arithmetic (it cancels in r_chosen − r_rejected), but the rounding of those cancelling sums can
+  leave a tiny one that Adam's normalisation turns into learning-rate-sized steps, so the bias ends
+  near zero, not at it. `config.json` keeps it as `selfrefine_reward_bias`: the logit is the reward
+  minus it, a constant that changes no comparison. An `mlp` head has no transformers class and is refused.
 - A per-dimension judge is one directory per dimension, each exported by its own kind.
 
 transformers' classifier reads the reward at the rightmost token that is not the pad token, and
