@@ -81,8 +81,7 @@ def group_rows(items, tokenizer, max_tokens: int) -> list[dict]:
             fitted = reward_input(item.context, output, dimension, tokenizer, max_tokens, fit_for=longest,
                                   input_format="chat_template")
             ids.append(encode_reward_input(tokenizer, fitted.prompt, fitted.completion, max_tokens + 8)[0])
-        groups.append({"group_ids": ids, "targets": target_logits([c.preference for c in item.candidates]),
-                       "length": max(len(i) for i in ids)})
+        groups.append({"group_ids": ids, "targets": target_logits([c.preference for c in item.candidates])})
     return groups
 
 

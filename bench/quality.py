@@ -25,9 +25,9 @@ directory as `evaluate_policy.evaluator` (pinned by content). Before the loop it
 instrument on the policy prompts' own 11 AlpacaEval candidates: its best-of-11 win rate against
 random picking and "always pick the longest candidate" (characters). --evaluator MODEL takes an
 evaluator from elsewhere instead (an alias, a judge directory or a hub id, such as a public
-sequence-classification reward model on a GPU machine), checked the same way; nothing is trained for it. Unless the preset sets
-`evaluate_policy`, the policies answer greedily with at most 96 new tokens of a 256-token prompt, and
-the evaluator reads 768 tokens.
+sequence-classification reward model on a GPU machine), checked the same way; nothing is trained for
+it. Unless the preset sets `evaluate_policy`, the policies answer greedily with at most 96 new tokens
+of a 256-token prompt, and the evaluator reads 768 tokens.
 
 The run is the real loop: `self_refine` on the `quality` preset (or --preset) with this data, in a
 throwaway Prefect server and a throwaway store (--keep DIR: DIR is the run's SELFREFINE_HOME, kept, so
