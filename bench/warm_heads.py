@@ -1,0 +1,128 @@
+"""A lever for the harmless judge: WARM, the weight average of reward heads trained with different seeds.
+
+Ramé et al. (2024) fine-tune one pretrained model several times, changing only the seed (data order,
+head initialisation), and average the weights: the runs stay linearly connected, and the average
+keeps what they all learnt while what each fitted to its own sample of the data's noise cancels.
+`models.weight_average` does the averaging; here it is applied over --seeds runs, not over
+iterations.
+
+Each head is bench/judges.py's reward head with the recipe of the independent check named in the
+judges issue (the whole conversation rendered with the chat template, the oldest tokens cut at 504,
+the last 8 blocks trained, lr 5e-5, 4 pairs a step, one epoch, cosine), on the same 800 hh-rlhf
+harmless pairs. Every seed's head and their uniform average are measured on the same 195 held-out
+pairs, so the table shows the seed spread (how much of a gap to a target one seed's reading can
+explain) and what averaging adds. No seed is chosen: the average takes all of them.
+
+    python bench/warm_heads.py [--seeds 0,1,2] [--keep DIR] [--limit-train 16 --n-eval 8]
+
+Each head trains for about 25 minutes in float32 on two AVX2 cores. Full runs write this script's
+section of bench/RESULTS.md; runs with --limit-train or --n-eval are smoke runs and leave it alone.
+
+Last line: RESULT warm_acc=… warm_ece=… seed_acc_mean=… seed_acc_sd=… seeds=…
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import missing_data, start_logging  # noqa: E402
+from judge_training import DATA  # noqa: E402
+from judges import evaluate, load_data, train_reward  # noqa: E402
+from results_file import write_section  # noqa: E402
+
+SECTION = "bench/warm_heads.py"
+
+
+def uniform_average(dirs: list[Path], scratch: Path) -> Path:
+    """The uniform weight average of `dirs`, built as a running mean: after the i-th checkpoint the
+    average holds weight 1/i of it, so every checkpoint ends with weight 1/len(dirs)."""
+    from selfrefine.models.weight_average import average_checkpoints
+
+    average = dirs[0]
+    for i, directory in enumerate(dirs[1:], start=2):
+        average = average_checkpoints(average, directory, scratch / f"average-of-{i}", newer_weight=1.0 / i)
+    return average
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds; every one is averaged")
+    parser.add_argument("--model", default="packaged", help="base model alias or directory")
+    parser.add_argument("--n-train", type=int, default=800, help="valid records that train (the rest are held out)")
+    parser.add_argument("--limit-train", type=int, default=None, help="train on the first N training pairs only (smoke runs)")
+    parser.add_argument("--n-eval", type=int, default=None, help="evaluate on the first N held-out pairs only (smoke runs)")
+    parser.add_argument("--keep", default=None, help="keep every head and the average in this directory")
+    args = parser.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    if len(seeds) < 2:
+        parser.error("--seeds: an average needs at least two seeds")
+    start_logging()
+    if missing_data(DATA):
+        return
+
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+
+    # bench/judges.py's reward-head recipe, set to the independent check's settings.
+    recipe = dict(model=args.model, max_tokens=504, reward_input_format="chat_template", train_last_layers=8,
+                  reward_lr=5e-5, epochs=1.0, reward_batch_size=4, reward_lora_r=0, grm_alpha=0.0)
+    train, held_out, _ = load_data(args.n_train, args.limit_train, args.n_eval)
+    print(f"data: {len(train)} training pairs, {len(held_out)} held-out pairs; seeds {seeds}")
+    rows: list[tuple[str, dict]] = []
+    train_seconds = []
+    with tempfile.TemporaryDirectory(prefix="warm-") as scratch:
+        root = Path(args.keep) if args.keep else Path(scratch)
+        dirs = []
+        for seed in seeds:
+            out = root / f"seed-{seed}"
+            result, note = train_reward("reward_head", train, out, argparse.Namespace(**recipe, seed=seed))
+            dirs.append(out)
+            train_seconds.append(result.seconds)
+            rows.append((f"seed {seed}", evaluate(out, held_out, recipe["max_tokens"])))
+            print(f"seed {seed}: accuracy {rows[-1][1]['accuracy']:.3f}, ECE {rows[-1][1]['ece']:.3f}; "
+                  f"{result.steps} steps in {result.seconds:.0f} s; {note}")
+        average = uniform_average(dirs, root)
+        warm = evaluate(average, held_out, recipe["max_tokens"])
+        print(f"WARM average of {len(seeds)}: accuracy {warm['accuracy']:.3f}, ECE {warm['ece']:.3f}")
+
+    accuracies = [r["accuracy"] for _, r in rows]
+    mean, sd = statistics.mean(accuracies), statistics.stdev(accuracies)
+    se = (warm["accuracy"] * (1 - warm["accuracy"]) / len(held_out)) ** 0.5
+    lines = ["| head | held-out accuracy | ECE | order consistency |", "|---|---|---|---|"]
+    lines += [f"| {name} | {r['accuracy']:.3f} | {r['ece']:.3f} | {r['consistency']:.2f} |" for name, r in rows]
+    lines += [f"| seeds' mean ± sd | {mean:.3f} ± {sd:.3f} | | |",
+              f"| **WARM: uniform average of the {len(seeds)} heads' weights** | **{warm['accuracy']:.3f}** ± {se:.3f} "
+              f"| {warm['ece']:.3f} | {warm['consistency']:.2f} |"]
+    print("\n".join(lines))
+    if args.limit_train is not None or args.n_eval is not None:
+        print("smoke run (--limit-train/--n-eval): bench/RESULTS.md left unchanged")
+    else:
+        from selfrefine.models.loading import bf16_supported
+
+        precision = "bfloat16 autocast" if bf16_supported() else "float32"
+        command = "python bench/warm_heads.py " + " ".join(sys.argv[1:])
+        write_section(SECTION, [
+            "## WARM over seeds, harmless reward head (bench/warm_heads.py)", "",
+            f"`{command.strip()}` — {time.strftime('%Y-%m-%d')}, {precision}, {os.cpu_count()} cores; "
+            f"{len(train)} hh-rlhf harmless training pairs, {len(held_out)} held-out pairs (the dev split of bench/judges.py). "
+            "Each head: chat-template layout, oldest tokens cut at 504, last 8 blocks, lr 5e-5, 4 pairs a step, "
+            f"one epoch, cosine; {statistics.mean(train_seconds):.0f} s of training a head. "
+            "The ± of the average is its binomial standard error.", "", *lines])
+    print(f"RESULT warm_acc={warm['accuracy']:.3f} warm_ece={warm['ece']:.3f} seed_acc_mean={mean:.3f} "
+          f"seed_acc_sd={sd:.3f} seeds={len(seeds)}")
+
+
+if __name__ == "__main__":
+    main()
