@@ -44,12 +44,18 @@ def _quiet_progress_bars() -> None:
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-    try:
+    # transformers takes its bars' switch from huggingface_hub's global state when it is first
+    # imported, so setting that state here keeps its bars off without importing transformers (and
+    # torch, a second a command) in commands that never load a model.
+    from huggingface_hub import constants
+    from huggingface_hub.utils import disable_progress_bars
+
+    if constants.HF_HUB_DISABLE_PROGRESS_BARS is not False:  # False: the user asked for the bars
+        disable_progress_bars()
+    if "transformers" in sys.modules:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-    except ImportError:  # pragma: no cover - transformers is a dependency
-        pass
 
 
 def _without_run_failure_logs(record: logging.LogRecord) -> bool:

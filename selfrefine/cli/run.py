@@ -94,12 +94,13 @@ def prefect_ui_url() -> str | None:
 
 
 def _run(args) -> int:
-    from selfrefine.flows.self_refine import preflight, self_refine
+    from selfrefine.flows.preflight import preflight
 
     if args.iterations < 1:
         raise ConfigError(f"--iterations must be at least 1, got {args.iterations}")
     cfg = build_config(args.preset, args.config, args.set)
-    preflight(cfg)  # bad data: one clear line before any flow run or store row exists
+    preflight(cfg)  # bad data: one clear line before any flow run or store row exists (or Prefect is imported)
+    from selfrefine.flows.self_refine import self_refine
     from selfrefine.storage.engine import default_store
 
     default_store()  # an unreachable or unmigrated store: the same, before any flow run

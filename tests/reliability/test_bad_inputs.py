@@ -124,7 +124,7 @@ def outcomes(populated_home, corpus, model_cache, tmp_path_factory) -> tuple[dic
 def test_the_corpus_is_large_and_its_control_config_is_valid(corpus, model_cache, monkeypatch):
     """The configs break one thing each: the same config without the break passes validation."""
     from selfrefine.flows.config import load_config_file
-    from selfrefine.flows.self_refine import preflight
+    from selfrefine.flows.preflight import preflight
 
     assert len(CASES) >= 20 and len({c["id"] for c in CASES}) == len(CASES)
     monkeypatch.chdir(corpus)

@@ -23,7 +23,7 @@ from selfrefine.data import DataSource, load_pairs
 from selfrefine.data.paths import DATA_ROOT_ENV, data_path
 from selfrefine.errors import ModelLoadError, PathEscapeError
 from selfrefine.flows.config import load_preset
-from selfrefine.flows.self_refine import check_model_paths, data_sources
+from selfrefine.flows.preflight import check_model_paths, data_sources
 from selfrefine.models.loading import check_model, ensure_tiny_model
 from selfrefine.settings import home
 from selfrefine.storage.engine import Store

@@ -194,7 +194,7 @@ def test_a_taken_over_claim_registers_nothing(store, iteration):
 
 def _ingest_config():
     from selfrefine.flows.config import load_preset
-    from selfrefine.flows.self_refine import preflight
+    from selfrefine.flows.preflight import preflight
 
     return preflight(load_preset("tiny"))
 

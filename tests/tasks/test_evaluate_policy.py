@@ -137,7 +137,7 @@ def test_policy_eval_arguments_come_together(capsys, models, prompts_file):
 
 def test_policy_prompts_must_be_held_out_and_need_an_evaluator(selfrefine_home):
     from selfrefine.flows.config import load_preset, parse_config
-    from selfrefine.flows.self_refine import preflight
+    from selfrefine.flows.preflight import preflight
     from selfrefine.settings import db_url
 
     raw = load_preset("tiny").model_dump(mode="json")
