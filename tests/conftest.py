@@ -7,6 +7,7 @@ model and the tiny test model between runs; without it a per-session temporary d
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,21 @@ def pytest_configure(config):
     hub id in a test waits for network timeouts (about 45 s) instead of failing at once."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    share_cores_between_workers()
+
+
+def share_cores_between_workers() -> None:
+    """`make test` runs one pytest-xdist worker per core. torch's default of one thread per core in
+    every worker, and in every `selfrefine` process a test starts (they inherit the environment),
+    puts two threads on each core, and the tiny models' many small ops then wait on each other's
+    threads. Each worker gets its share of the cores instead (an explicit OMP_NUM_THREADS wins)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers < 2:
+        return
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    if "torch" in sys.modules:  # imported before this hook: it read OMP_NUM_THREADS already
+        sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 @pytest.fixture(scope="session")
