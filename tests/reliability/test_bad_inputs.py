@@ -148,3 +148,14 @@ def test_bad_input_is_one_clear_line_and_leaves_the_store_unchanged(case, outcom
                    if after["tables"].get(t) != before["tables"].get(t)}
         files = set(before["files"].items()) ^ set(after["files"].items())
         pytest.fail(f"the store changed: tables {json.dumps(changed)[:3000]}, files {sorted(files)[:20]}")
+
+
+def test_bad_data_is_reported_before_prefect_or_torch_is_imported(corpus, model_cache, tmp_path):
+    """`selfrefine run` validates its data first: a bad file is reported without paying for the
+    imports a run needs (Prefect, torch, transformers: seconds a command)."""
+    code = ("import sys; from selfrefine.cli import main; rc = main(['run', '--config', 'configs/truncated.yaml']); "
+            "print(sorted(m for m in ('prefect', 'torch', 'transformers') if m in sys.modules)); sys.exit(rc)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=corpus, env=cli_env(tmp_path / "home", model_cache),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "truncated last line" in proc.stderr, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "[]"

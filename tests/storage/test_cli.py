@@ -115,3 +115,14 @@ def test_db_upgrade_and_current(db_url, capsys):
     current = re.search(r"revision (\w+) \(head (\w+)\)", out)
     assert current and current.group(1) == current.group(2) == sorted(
         p.name.split("_")[0] for p in MIGRATIONS.glob("0*.py"))[-1]
+
+
+def test_commands_that_load_no_model_leave_transformers_unimported_and_its_bars_off(selfrefine_home):
+    """`selfrefine runs` (and every command that reads only the store) never imports transformers or
+    torch; a command that does import it later finds its progress bars already off."""
+    code = ("import sys; from selfrefine.cli import main; rc = main(['runs']); "
+            "assert rc == 0, rc; assert 'transformers' not in sys.modules and 'torch' not in sys.modules, 'imported'; "
+            "from transformers.utils import logging; print(logging.is_progress_bar_enabled())")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "False"
