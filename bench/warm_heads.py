@@ -15,6 +15,9 @@ explain) and what averaging adds. No seed is chosen: the average takes all of th
 
     python bench/warm_heads.py [--seeds 0,1,2] [--keep DIR] [--limit-train 16 --n-eval 8]
 
+With --keep, a head already trained there by the same recipe is reused, so a stopped run resumes
+and more seeds can be added to an average later.
+
 Each head trains for about 25 minutes in float32 on two AVX2 cores. Full runs write this script's
 section of bench/RESULTS.md; runs with --limit-train or --n-eval are smoke runs and leave it alone.
 
@@ -24,7 +27,9 @@ Last line: RESULT warm_acc=… warm_ece=… seed_acc_mean=… seed_acc_sd=… se
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -40,6 +45,7 @@ from judges import evaluate, load_data, train_reward  # noqa: E402
 from results_file import write_section  # noqa: E402
 
 SECTION = "bench/warm_heads.py"
+TRAINED_RECORD = "warm_heads.json"  # in each kept head's directory: what trained it
 
 
 def uniform_average(dirs: list[Path], scratch: Path) -> Path:
@@ -49,8 +55,27 @@ def uniform_average(dirs: list[Path], scratch: Path) -> Path:
 
     average = dirs[0]
     for i, directory in enumerate(dirs[1:], start=2):
-        average = average_checkpoints(average, directory, scratch / f"average-of-{i}", newer_weight=1.0 / i)
+        out = scratch / f"average-of-{i}"
+        if out.exists():  # an earlier --keep run's average, perhaps of other heads
+            shutil.rmtree(out)
+        average = average_checkpoints(average, directory, out, newer_weight=1.0 / i)
     return average
+
+
+def trained_head(out: Path, train, recipe: dict, seed: int) -> dict:
+    """Train seed `seed`'s head into `out`, or reuse the one a --keep run left there with the same
+    recipe and training pairs (each head takes tens of minutes on a CPU; a stopped run resumes)."""
+    record = out / TRAINED_RECORD
+    key = {"recipe": recipe, "seed": seed, "pairs": len(train), "first": train[0].chosen[:80] if train else ""}
+    if record.is_file() and (kept := json.loads(record.read_text())).get("key") == key:
+        print(f"seed {seed}: reusing the head kept in {out}")
+        return kept
+    if out.exists():
+        shutil.rmtree(out)
+    result, note = train_reward("reward_head", train, out, argparse.Namespace(**recipe, seed=seed))
+    trained = {"key": key, "steps": result.steps, "seconds": result.seconds, "note": note}
+    record.write_text(json.dumps(trained))
+    return trained
 
 
 def main() -> None:
@@ -87,12 +112,12 @@ def main() -> None:
         dirs = []
         for seed in seeds:
             out = root / f"seed-{seed}"
-            result, note = train_reward("reward_head", train, out, argparse.Namespace(**recipe, seed=seed))
+            trained = trained_head(out, train, recipe, seed)
             dirs.append(out)
-            train_seconds.append(result.seconds)
+            train_seconds.append(trained["seconds"])
             rows.append((f"seed {seed}", evaluate(out, held_out, recipe["max_tokens"])))
             print(f"seed {seed}: accuracy {rows[-1][1]['accuracy']:.3f}, ECE {rows[-1][1]['ece']:.3f}; "
-                  f"{result.steps} steps in {result.seconds:.0f} s; {note}")
+                  f"{trained['steps']} steps in {trained['seconds']:.0f} s; {trained['note']}")
         average = uniform_average(dirs, root)
         warm = evaluate(average, held_out, recipe["max_tokens"])
         print(f"WARM average of {len(seeds)}: accuracy {warm['accuracy']:.3f}, ECE {warm['ece']:.3f}")
