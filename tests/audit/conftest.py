@@ -1,4 +1,5 @@
-"""Two finished tiny runs, made once per session against a throwaway Prefect server:
+"""Two finished tiny runs, made once per test session (once across pytest-xdist workers) against a
+throwaway Prefect server:
 
 - `base`: 2 iterations of the tiny preset;
 - `variant`: 1 iteration of the tiny preset with the knob policy_method=rejection_sampling, so
@@ -9,6 +10,7 @@ The Prefect artifacts of both are read while the server is up, for the tests to 
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,13 +39,34 @@ def _prefect_artifacts(prefix: str) -> dict[str, tuple[str | None, str]]:
 
 
 @pytest.fixture(scope="session")
-def finished_runs(tmp_path_factory, model_cache) -> FinishedRuns:
+def finished_runs(tmp_path_factory, model_cache, worker_id) -> FinishedRuns:
+    """The runs, made once per test session: under pytest-xdist the first worker that needs them makes
+    them, holding a file lock, and records them; the others wait for the record and read the same
+    store (the audit tests only read it)."""
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp()
+    if worker_id != "master":
+        shared = shared.parent  # the directory every worker's base directory is made in
+    record = shared / "audit-runs.json"
+    with FileLock(str(record) + ".lock"):
+        if record.is_file():
+            kept = json.loads(record.read_text())
+            return FinishedRuns(home=Path(kept["home"]), base=kept["base"], variant=kept["variant"],
+                                prefect_artifacts={k: tuple(v) for k, v in kept["prefect_artifacts"].items()})
+        runs = _make_runs(shared / "audit-home", model_cache)
+        record.write_text(json.dumps({"home": str(runs.home), "base": runs.base, "variant": runs.variant,
+                                      "prefect_artifacts": runs.prefect_artifacts}))
+        return runs
+
+
+def _make_runs(home: Path, model_cache: Path) -> FinishedRuns:
     from prefect.testing.utilities import prefect_test_harness
 
     from selfrefine.flows.knobs import RunKnobs
     from selfrefine.flows.self_refine import self_refine
 
-    home = tmp_path_factory.mktemp("audit-home")
+    home.mkdir(parents=True)
     env = {"SELFREFINE_HOME": str(home), "SELFREFINE_MODEL_CACHE": str(model_cache),
            "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     saved = {k: os.environ.get(k) for k in [*env, "SELFREFINE_DB_URL", "SELFREFINE_ARTIFACTS"]}
