@@ -20,3 +20,20 @@ def missing_data(*paths: Path) -> bool:
     if missing:
         print(f"SKIP: {', '.join(missing)} not found; this benchmark needs ../shared/data next to the project")
     return bool(missing)
+
+
+def cpu_label() -> str:
+    """The CPU a timing was taken on, as the results name it: model, family and whether it has native
+    bfloat16 (the figures of this project differ most by that)."""
+    import platform
+
+    info: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            info.setdefault(key.strip(), value.strip())
+    except OSError:
+        return platform.processor() or platform.machine()
+    flags = info.get("flags", "").split()
+    simd = "avx512_bf16" if "avx512_bf16" in flags else "AVX2 only" if "avx2" in flags else "no AVX2"
+    return f"{info.get('model name', platform.machine())} (family {info.get('cpu family', '?')}, {simd})"

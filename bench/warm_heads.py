@@ -39,7 +39,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import missing_data, start_logging  # noqa: E402
+from harness import cpu_label, missing_data, start_logging  # noqa: E402
 from judge_training import DATA  # noqa: E402
 from judges import evaluate, load_data, train_reward  # noqa: E402
 from results_file import write_section  # noqa: E402
@@ -140,7 +140,7 @@ def main() -> None:
         command = "python bench/warm_heads.py " + " ".join(sys.argv[1:])
         write_section(SECTION, [
             "## WARM over seeds, harmless reward head (bench/warm_heads.py)", "",
-            f"`{command.strip()}` — {time.strftime('%Y-%m-%d')}, {precision}, {os.cpu_count()} cores; "
+            f"`{command.strip()}` — {time.strftime('%Y-%m-%d')}, {cpu_label()}, {precision}, {os.cpu_count()} cores; "
             f"{len(train)} hh-rlhf harmless training pairs, {len(held_out)} held-out pairs (the dev split of bench/judges.py). "
             "Each head: chat-template layout, oldest tokens cut at 504, last 8 blocks, lr 5e-5, 4 pairs a step, "
             f"one epoch, cosine; {statistics.mean(train_seconds):.0f} s of training a head. "
