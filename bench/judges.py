@@ -124,17 +124,27 @@ def train_reward(kind: str, train, out: Path, args):
 
 
 def evaluate(path: Path, held_out, max_tokens: int, by_absolute: bool = False) -> dict:
+    start = time.perf_counter()
+    return {**summary(verdicts(path, held_out, max_tokens, by_absolute)), "eval_seconds": time.perf_counter() - start}
+
+
+def verdicts(path: Path, held_out, max_tokens: int, by_absolute: bool = False) -> list:
+    """The judge's `PairVerdict` on each held-out pair, the human-chosen response as response_a."""
     from selfrefine.models.judge_kind import load_judge
     from selfrefine.models.judge_modes import verdicts_from_absolute
     from selfrefine.models.judge_types import PairItem
-    from selfrefine.scoring.metrics import pairwise_metrics
 
     judge = load_judge(str(path), max_length=max_tokens)  # bf16 where the CPU runs it natively
-    start = time.perf_counter()
     items = [PairItem(p.context, p.chosen, p.rejected, p.dimension) for p in held_out]
-    metrics = pairwise_metrics(verdicts_from_absolute(judge, items) if by_absolute else judge.compare(items))
+    return verdicts_from_absolute(judge, items) if by_absolute else judge.compare(items)
+
+
+def summary(pair_verdicts) -> dict:
+    from selfrefine.scoring.metrics import pairwise_metrics
+
+    metrics = pairwise_metrics(pair_verdicts)
     return {"accuracy": metrics["accuracy"], "ece": metrics["calibration"]["ece"],
-            "consistency": metrics["position_consistency"], "eval_seconds": time.perf_counter() - start}
+            "consistency": metrics["position_consistency"]}
 
 
 def table(rows: dict[str, dict], kept: dict[str, str] | None = None) -> list[str]:

@@ -21,7 +21,7 @@ and more seeds can be added to an average later.
 Each head trains for about 25 minutes in float32 on two AVX2 cores. Full runs write this script's
 section of bench/RESULTS.md; runs with --limit-train or --n-eval are smoke runs and leave it alone.
 
-Last line: RESULT warm_acc=… warm_ece=… seed_acc_mean=… seed_acc_sd=… seeds=…
+Last line: RESULT warm_acc=… warm_ece=… ensemble_acc=… seed_acc_mean=… seed_acc_sd=… seeds=…
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import cpu_label, missing_data, start_logging  # noqa: E402
 from judge_training import DATA  # noqa: E402
-from judges import evaluate, load_data, train_reward  # noqa: E402
+from judges import evaluate, load_data, summary, train_reward, verdicts  # noqa: E402
 from results_file import write_section  # noqa: E402
 
 SECTION = "bench/warm_heads.py"
@@ -60,6 +60,24 @@ def uniform_average(dirs: list[Path], scratch: Path) -> Path:
             shutil.rmtree(out)
         average = average_checkpoints(average, directory, out, newer_weight=1.0 / i)
     return average
+
+
+def ensemble_verdicts(seed_verdicts: list[list]) -> list[dict]:
+    """Prediction ensembling, WARM's baseline: per pair, the mean over heads of the reward difference
+    r_chosen − r_rejected = logit(p_a), read back through the sigmoid."""
+    import numpy as np
+
+    def mean_logit(ps) -> float:
+        ps = np.clip(np.asarray(ps, dtype=float), 1e-12, 1 - 1e-12)
+        return float(1.0 / (1.0 + np.exp(-np.mean(np.log(ps / (1 - ps))))))
+
+    out = []
+    for per_head in zip(*seed_verdicts):
+        forward = mean_logit([v.p_a_forward for v in per_head])
+        swapped = mean_logit([v.p_a_swapped for v in per_head])
+        out.append({"p_a": mean_logit([v.p_a for v in per_head]), "p_a_forward": forward,
+                    "p_a_swapped": swapped, "consistent": (forward > 0.5) == (swapped > 0.5)})
+    return out
 
 
 def trained_head(out: Path, train, recipe: dict, seed: int) -> dict:
@@ -109,18 +127,22 @@ def main() -> None:
     train_seconds = []
     with tempfile.TemporaryDirectory(prefix="warm-") as scratch:
         root = Path(args.keep) if args.keep else Path(scratch)
-        dirs = []
+        dirs, seed_verdicts = [], []
         for seed in seeds:
             out = root / f"seed-{seed}"
             trained = trained_head(out, train, recipe, seed)
             dirs.append(out)
             train_seconds.append(trained["seconds"])
-            rows.append((f"seed {seed}", evaluate(out, held_out, recipe["max_tokens"])))
+            seed_verdicts.append(verdicts(out, held_out, recipe["max_tokens"]))
+            rows.append((f"seed {seed}", summary(seed_verdicts[-1])))
             print(f"seed {seed}: accuracy {rows[-1][1]['accuracy']:.3f}, ECE {rows[-1][1]['ece']:.3f}; "
                   f"{trained['steps']} steps in {trained['seconds']:.0f} s; {trained['note']}")
         average = uniform_average(dirs, root)
         warm = evaluate(average, held_out, recipe["max_tokens"])
         print(f"WARM average of {len(seeds)}: accuracy {warm['accuracy']:.3f}, ECE {warm['ece']:.3f}")
+    ensemble = summary(ensemble_verdicts(seed_verdicts))
+    print(f"ensemble of {len(seeds)} (mean reward difference): accuracy {ensemble['accuracy']:.3f}, "
+          f"ECE {ensemble['ece']:.3f}")
 
     accuracies = [r["accuracy"] for _, r in rows]
     mean, sd = statistics.mean(accuracies), statistics.stdev(accuracies)
@@ -129,7 +151,9 @@ def main() -> None:
     lines += [f"| {name} | {r['accuracy']:.3f} | {r['ece']:.3f} | {r['consistency']:.2f} |" for name, r in rows]
     lines += [f"| seeds' mean ± sd | {mean:.3f} ± {sd:.3f} | | |",
               f"| **WARM: uniform average of the {len(seeds)} heads' weights** | **{warm['accuracy']:.3f}** ± {se:.3f} "
-              f"| {warm['ece']:.3f} | {warm['consistency']:.2f} |"]
+              f"| {warm['ece']:.3f} | {warm['consistency']:.2f} |",
+              f"| ensemble: the {len(seeds)} heads' reward differences averaged (costs {len(seeds)} scorings) "
+              f"| {ensemble['accuracy']:.3f} | {ensemble['ece']:.3f} | {ensemble['consistency']:.2f} |"]
     print("\n".join(lines))
     if args.limit_train is not None or args.n_eval is not None:
         print("smoke run (--limit-train/--n-eval): bench/RESULTS.md left unchanged")
@@ -145,7 +169,8 @@ def main() -> None:
             "Each head: chat-template layout, oldest tokens cut at 504, last 8 blocks, lr 5e-5, 4 pairs a step, "
             f"one epoch, cosine; {statistics.mean(train_seconds):.0f} s of training a head. "
             "The ± of the average is its binomial standard error.", "", *lines])
-    print(f"RESULT warm_acc={warm['accuracy']:.3f} warm_ece={warm['ece']:.3f} seed_acc_mean={mean:.3f} "
+    print(f"RESULT warm_acc={warm['accuracy']:.3f} warm_ece={warm['ece']:.3f} ensemble_acc={ensemble['accuracy']:.3f} "
+          f"seed_acc_mean={mean:.3f} "
           f"seed_acc_sd={sd:.3f} seeds={len(seeds)}")
 
 
