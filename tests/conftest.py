@@ -23,10 +23,11 @@ def pytest_configure(config):
 
 
 def share_cores_between_workers() -> None:
-    """`make test` runs one pytest-xdist worker per core. torch's default of one thread per core in
-    every worker, and in every `selfrefine` process a test starts (they inherit the environment),
-    puts two threads on each core, and the tiny models' many small ops then wait on each other's
-    threads. Each worker gets its share of the cores instead (an explicit OMP_NUM_THREADS wins)."""
+    """`make test` runs TEST_WORKERS pytest-xdist workers (2 by default). torch's default of one
+    thread per core in every worker, and in every `selfrefine` process a test starts (they inherit
+    the environment), puts several threads on each core, and the tiny models' many small ops then wait
+    on each other's threads. Each worker gets its share of the cores instead (an explicit
+    OMP_NUM_THREADS wins)."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
     if workers < 2:
         return

@@ -99,7 +99,7 @@ def _run(args) -> int:
     if args.iterations < 1:
         raise ConfigError(f"--iterations must be at least 1, got {args.iterations}")
     cfg = build_config(args.preset, args.config, args.set)
-    preflight(cfg)  # bad data: one clear line before any flow run or store row exists (or Prefect is imported)
+    preflight(cfg)  # bad data: one clear line before any flow run or store row exists, and before Prefect is imported
     from selfrefine.flows.self_refine import self_refine
     from selfrefine.storage.engine import default_store
 
