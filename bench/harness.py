@@ -24,8 +24,10 @@ def missing_data(*paths: Path) -> bool:
 
 def cpu_label() -> str:
     """The CPU a timing was taken on, as the results name it: model, family and whether it has native
-    bfloat16 (the figures of this project differ most by that)."""
+    bfloat16 (`bf16_supported`, the test the models' dtype choice uses; the figures differ most by it)."""
     import platform
+
+    from selfrefine.models.loading import bf16_supported
 
     info: dict[str, str] = {}
     try:
@@ -33,7 +35,8 @@ def cpu_label() -> str:
             key, _, value = line.partition(":")
             info.setdefault(key.strip(), value.strip())
     except OSError:
-        return platform.processor() or platform.machine()
-    flags = info.get("flags", "").split()
-    simd = "avx512_bf16" if "avx512_bf16" in flags else "AVX2 only" if "avx2" in flags else "no AVX2"
-    return f"{info.get('model name', platform.machine())} (family {info.get('cpu family', '?')}, {simd})"
+        pass
+    bf16 = "native bf16" if bf16_supported() else "AVX2 only, no native bf16" if "avx2" in info.get("flags", "") \
+        else "no native bf16"
+    return (f"{info.get('model name') or platform.processor() or platform.machine()} "
+            f"(family {info.get('cpu family', '?')}, {bf16})")

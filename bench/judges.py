@@ -143,7 +143,7 @@ def summary(pair_verdicts) -> dict:
     from selfrefine.scoring.metrics import pairwise_metrics
 
     metrics = pairwise_metrics(pair_verdicts)
-    return {"accuracy": metrics["accuracy"], "ece": metrics["calibration"]["ece"],
+    return {"accuracy": metrics["accuracy"], "accuracy_se": metrics["accuracy_se"], "ece": metrics["calibration"]["ece"],
             "consistency": metrics["position_consistency"]}
 
 

@@ -67,9 +67,11 @@ def ensemble_verdicts(seed_verdicts: list[list]) -> list[dict]:
     r_chosen − r_rejected = logit(p_a), read back through the sigmoid."""
     import numpy as np
 
+    from selfrefine.models.judge_types import sigmoid
+
     def mean_logit(ps) -> float:
         ps = np.clip(np.asarray(ps, dtype=float), 1e-12, 1 - 1e-12)
-        return float(1.0 / (1.0 + np.exp(-np.mean(np.log(ps / (1 - ps))))))
+        return sigmoid(float(np.mean(np.log(ps / (1 - ps)))))
 
     out = []
     for per_head in zip(*seed_verdicts):
@@ -146,11 +148,10 @@ def main() -> None:
 
     accuracies = [r["accuracy"] for _, r in rows]
     mean, sd = statistics.mean(accuracies), statistics.stdev(accuracies)
-    se = (warm["accuracy"] * (1 - warm["accuracy"]) / len(held_out)) ** 0.5
     lines = ["| head | held-out accuracy | ECE | order consistency |", "|---|---|---|---|"]
     lines += [f"| {name} | {r['accuracy']:.3f} | {r['ece']:.3f} | {r['consistency']:.2f} |" for name, r in rows]
     lines += [f"| seeds' mean ± sd | {mean:.3f} ± {sd:.3f} | | |",
-              f"| **WARM: uniform average of the {len(seeds)} heads' weights** | **{warm['accuracy']:.3f}** ± {se:.3f} "
+              f"| **WARM: uniform average of the {len(seeds)} heads' weights** | **{warm['accuracy']:.3f}** ± {warm['accuracy_se']:.3f} "
               f"| {warm['ece']:.3f} | {warm['consistency']:.2f} |",
               f"| ensemble: the {len(seeds)} heads' reward differences averaged (costs {len(seeds)} scorings) "
               f"| {ensemble['accuracy']:.3f} | {ensemble['ece']:.3f} | {ensemble['consistency']:.2f} |"]
@@ -168,7 +169,7 @@ def main() -> None:
             f"{len(train)} hh-rlhf harmless training pairs, {len(held_out)} held-out pairs (the dev split of bench/judges.py). "
             "Each head: chat-template layout, oldest tokens cut at 504, last 8 blocks, lr 5e-5, 4 pairs a step, "
             f"one epoch, cosine; {statistics.mean(train_seconds):.0f} s of training a head. "
-            "The ± of the average is its binomial standard error.", "", *lines])
+            "The ± of the average is its standard error over the held-out pairs.", "", *lines])
     print(f"RESULT warm_acc={warm['accuracy']:.3f} warm_ece={warm['ece']:.3f} ensemble_acc={ensemble['accuracy']:.3f} "
           f"seed_acc_mean={mean:.3f} "
           f"seed_acc_sd={sd:.3f} seeds={len(seeds)}")
