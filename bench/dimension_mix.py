@@ -31,7 +31,6 @@ head's best-of-11 against the longest-response rule, and the harmless head's acc
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -42,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from judges import train_reward  # noqa: E402
 from quality import ALPACA, HH, bench_data, read_alpaca  # noqa: E402
-from harness import missing_data, start_logging  # noqa: E402
+from harness import missing_data, reading_label, start_logging  # noqa: E402
 from results_file import write_section  # noqa: E402
 
 SETS = ("harmless", "helpful", "both")
@@ -153,8 +152,7 @@ def main() -> None:
     if args.limit_train is None and args.n_eval is None and not args.smoke:
         command = "python bench/dimension_mix.py " + " ".join(sys.argv[1:])
         write_section(SECTION, ["## One reward head for two dimensions (bench/dimension_mix.py)", "",
-                                f"`{command.strip()}` — seed {args.seed}, {time.strftime('%Y-%m-%d')}, "
-                                f"{os.cpu_count()} cores; reward heads from the packaged model, helpful pairs "
+                                f"`{command.strip()}` — seed {args.seed}, {reading_label()}; reward heads from the packaged model, helpful pairs "
                                 f"≤ {args.pairs_per_prompt} per prompt. {baselines}", "", *lines, "",
                                 f"`{result_line(rows)}`"])
     else:

@@ -42,7 +42,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import missing_data, start_logging  # noqa: E402
+from harness import missing_data, reading_label, start_logging  # noqa: E402
 from quality import ALPACA  # noqa: E402
 from results_file import write_section  # noqa: E402
 
@@ -204,8 +204,7 @@ def main() -> None:
         by_set[key] = max(by_set.get(key, 0.0), value)
     lines = [
         "## The packaged model's frozen features as a helpful ranker (bench/frozen_ranker.py)", "",
-        f"`python bench/frozen_ranker.py` — {time.strftime('%Y-%m-%d')}, "
-        f"{'bfloat16' if bf16_supported() else 'float32'}, {minutes:.0f} min. Cross-validated best-of-11 on the "
+        f"`python bench/frozen_ranker.py` — {reading_label()}, {minutes:.0f} min. Cross-validated best-of-11 on the "
         f"{SEED_PROMPTS} seed prompts (5 folds × 3 shuffles; the longest rule gives {cv_longest:.3f} there), "
         "the best ranker per feature set:", "",
         "| features | cross-validated best-of-11 |", "|---|---|",

@@ -40,3 +40,15 @@ def cpu_label() -> str:
         else "no native bf16"
     return (f"{info.get('model name') or platform.processor() or platform.machine()} "
             f"(family {info.get('cpu family', '?')}, {bf16})")
+
+
+def reading_label() -> str:
+    """What a results section says a reading was taken on: the UTC day, the CPU, the precision the
+    models ran in (float32 wherever the CPU has no native bfloat16) and the cores."""
+    import os
+    import time
+
+    from selfrefine.models.loading import bf16_supported
+
+    precision = "bfloat16 autocast" if bf16_supported() else "float32"
+    return f"{time.strftime('%Y-%m-%d', time.gmtime())}, {cpu_label()}, {precision}, {os.cpu_count()} cores"

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -47,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/judge_training.py
 
 from judge_training import DATA, DIMENSION, build_examples, recipe_config  # noqa: E402
-from harness import missing_data, start_logging  # noqa: E402
+from harness import missing_data, reading_label, start_logging  # noqa: E402
 from results_file import read_section, write_section  # noqa: E402
 
 SECTION = "bench/judges.py"  # its section of bench/RESULTS.md
@@ -233,12 +232,9 @@ def main() -> None:
     if smoke:
         print("smoke run (--limit-train/--n-eval): bench/RESULTS.md left unchanged")
     else:
-        from selfrefine.models.loading import bf16_supported
-
         command = "python bench/judges.py " + " ".join(sys.argv[1:])
-        precision = "bfloat16 autocast" if bf16_supported() else "float32 (no native bf16 on this CPU)"
-        write_section(SECTION, ["## Judge kinds (bench/judges.py)", "", f"Last run: `{command.strip()}` (seed {args.seed}, {time.strftime('%Y-%m-%d')}, "
-                       f"{precision}, {os.cpu_count()} cores), model `{args.model}`, dimension `{DIMENSION}`; {data_line}. Reward heads: linear head, "
+        write_section(SECTION, ["## Judge kinds (bench/judges.py)", "", f"Last run: `{command.strip()}` (seed {args.seed}, "
+                       f"{reading_label()}), model `{args.model}`, dimension `{DIMENSION}`; {data_line}. Reward heads: linear head, "
                        f"{f'LoRA r={args.reward_lora_r}' if args.reward_lora_r else 'no LoRA'}; GRM α={args.grm_alpha:g}. "
                        "Rows from earlier --kinds runs are kept; each row's notes give its training settings. "
                        "ECE is that of P(chosen better) over both orders (10 bins).",

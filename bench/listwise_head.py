@@ -29,10 +29,8 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from dimension_mix import N_PROMPTS, fmt_se, load_data, measure  # noqa: E402
 from quality import ALPACA, HH  # noqa: E402
-from harness import missing_data, start_logging  # noqa: E402
+from harness import missing_data, reading_label, start_logging  # noqa: E402
 from results_file import write_section  # noqa: E402
 
 SECTION = "bench/listwise_head.py"
@@ -196,8 +194,7 @@ def main() -> None:
     if not args.smoke:
         command = "python bench/listwise_head.py " + " ".join(sys.argv[1:])
         write_section(SECTION, ["## A listwise helpful reward head (bench/listwise_head.py)", "",
-                                f"`{command.strip()}` — seed {args.seed}, {time.strftime('%Y-%m-%d')}, "
-                                f"{os.cpu_count()} cores; best-of-11 on the {len(bestofn)} held-out AlpacaEval prompts.",
+                                f"`{command.strip()}` — seed {args.seed}, {reading_label()}; best-of-11 on the {len(bestofn)} held-out AlpacaEval prompts.",
                                 "", *lines, "", summary, "", f"`{line}`"])
     print(line)
 

@@ -28,18 +28,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import cpu_label, missing_data, start_logging  # noqa: E402
+from harness import missing_data, reading_label, start_logging  # noqa: E402
 from judge_training import DATA  # noqa: E402
 from judges import evaluate, load_data, summary, train_reward, verdicts  # noqa: E402
 from results_file import write_section  # noqa: E402
@@ -159,13 +157,10 @@ def main() -> None:
     if args.limit_train is not None or args.n_eval is not None:
         print("smoke run (--limit-train/--n-eval): bench/RESULTS.md left unchanged")
     else:
-        from selfrefine.models.loading import bf16_supported
-
-        precision = "bfloat16 autocast" if bf16_supported() else "float32"
         command = "python bench/warm_heads.py " + " ".join(sys.argv[1:])
         write_section(SECTION, [
             "## WARM over seeds, harmless reward head (bench/warm_heads.py)", "",
-            f"`{command.strip()}` — {time.strftime('%Y-%m-%d')}, {cpu_label()}, {precision}, {os.cpu_count()} cores; "
+            f"`{command.strip()}` — {reading_label()}; "
             f"{len(train)} hh-rlhf harmless training pairs, {len(held_out)} held-out pairs (the dev split of bench/judges.py). "
             "Each head: chat-template layout, oldest tokens cut at 504, last 8 blocks, lr 5e-5, 4 pairs a step, "
             f"one epoch, cosine; {statistics.mean(train_seconds):.0f} s of training a head. "
