@@ -79,7 +79,7 @@ class TrainJudgeConfig(BaseModel):
     reward_recipe: RewardRecipeConfig = Field(default_factory=RewardRecipeConfig, description=(
         "The reward-head recipe for judge_kind='reward_head' (TRL RewardTrainer; GRM, MORE, head shape). "
         "Each pair is fitted to its max_length (prompt and the longer response) by cutting the oldest "
-        "context turns; a pair whose responses alone are longer is left out by the trainer."))
+        "context turns; a response still too long then loses its tail, so no pair is left out."))
     judge_per_dimension: bool = Field(False, description=(
         "Train one judge per preference dimension of the training pairs, each on its own dimension's "
         "pairs only (as Llama 2 trains separate helpfulness and safety reward models), and score every "
