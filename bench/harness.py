@@ -14,6 +14,16 @@ def start_logging(*quiet: str) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def quiet_progress_bars() -> None:
+    """datasets' and transformers' progress bars off: a bench prints its figures and the recipes'
+    timestamped progress log, not a bar per map or download."""
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+
+
 def missing_data(*paths: Path) -> bool:
     """True, after printing a SKIP line that names them, when any of `paths` is not a file."""
     missing = [str(p) for p in paths if not p.is_file()]

@@ -38,7 +38,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/harness.py
 
-from harness import missing_data, start_logging  # noqa: E402
+from harness import missing_data, quiet_progress_bars, start_logging  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh-rlhf-harmless-dev.jsonl.gz"
 DIMENSION = "harmless"
@@ -253,12 +253,7 @@ def main() -> None:
     parser.add_argument("--skip-zero-shot", action="store_true", help="skip the zero-shot evaluation (trials only)")
     args = parser.parse_args()
     start_logging()
-
-    import datasets
-    import transformers
-
-    datasets.disable_progress_bars()  # keep the bench output to the figures and the recipe's progress log
-    transformers.utils.logging.disable_progress_bar()
+    quiet_progress_bars()
 
     from selfrefine.models.loading import load_tokenizer
     from selfrefine.models.training.sft import train_sft

@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/judge_training.py
 
 from judge_training import DATA, DIMENSION, build_examples, recipe_config  # noqa: E402
-from harness import missing_data, reading_label, start_logging  # noqa: E402
+from harness import missing_data, quiet_progress_bars, reading_label, start_logging  # noqa: E402
 from results_file import read_section, write_section  # noqa: E402
 
 SECTION = "bench/judges.py"  # its section of bench/RESULTS.md
@@ -197,11 +197,7 @@ def main() -> None:
     if missing_data(DATA):
         return
 
-    import datasets
-    import transformers
-
-    datasets.disable_progress_bars()
-    transformers.utils.logging.disable_progress_bar()
+    quiet_progress_bars()
 
     train, held_out, median = load_data(args.n_train, args.limit_train, args.n_eval)
     sources = {s: sum(p.source == s for p in train) for s in ("short", "long")}

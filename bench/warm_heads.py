@@ -37,7 +37,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import missing_data, reading_label, start_logging  # noqa: E402
+from harness import missing_data, quiet_progress_bars, reading_label, start_logging  # noqa: E402
 from judge_training import DATA  # noqa: E402
 from judges import evaluate, load_data, summary, train_reward, verdicts  # noqa: E402
 from results_file import write_section  # noqa: E402
@@ -112,11 +112,7 @@ def main() -> None:
     if missing_data(DATA):
         return
 
-    import datasets
-    import transformers
-
-    datasets.disable_progress_bars()
-    transformers.utils.logging.disable_progress_bar()
+    quiet_progress_bars()
 
     # bench/judges.py's reward-head recipe, set to the independent check's settings.
     recipe = dict(model=args.model, max_tokens=504, reward_input_format="chat_template", train_last_layers=8,
