@@ -110,8 +110,8 @@ def _run(args) -> int:
 
 
 def _resume(args) -> int:
-    from selfrefine.flows.config import RunConfig, load_config_file, parse_config
-    from selfrefine.flows.self_refine import prepare_resume, resume
+    from selfrefine.flows.config import load_config_file, parse_config
+    from selfrefine.flows.preflight import prepare_resume
     from selfrefine.storage import repository as repo
     from selfrefine.storage.engine import default_store
     from selfrefine.storage.schema import Run
@@ -125,9 +125,12 @@ def _resume(args) -> int:
                 obj = repo.resolve(s, args.run)
                 if not isinstance(obj, Run):
                     raise ConfigError(f"{args.run!r} is a {repo.describe(obj)}, not a run")
-                config = RunConfig.model_validate(obj.config)
+                config = parse_config(obj.config, where=f"run {obj.id}'s stored config (resume it with --config FILE)")
         config = parse_config(apply_overrides(config.model_dump(mode="json"), args.set), where="--set")
-    prepare_resume(args.run, config, args.allow_config_change)  # refusals before any flow run
+    # Refusals come before any flow run, and before Prefect is imported.
+    prepare_resume(args.run, config, args.allow_config_change)
+    from selfrefine.flows.self_refine import resume
+
     run_id = resume(run_id=args.run, config=config, allow_config_change=args.allow_config_change,
                     stage_retries=args.retries)
     print_summary(run_id)

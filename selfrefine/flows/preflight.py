@@ -3,7 +3,7 @@
 and every model the config names resolves and loads.
 
 The `run` command calls `preflight` before it imports the flows, so a bad input is reported
-without importing Prefect.
+without importing Prefect; `resume` calls `prepare_resume` first for the same reason.
 """
 
 from __future__ import annotations
@@ -11,8 +11,14 @@ from __future__ import annotations
 import logging
 import uuid
 
-from selfrefine.flows.config import RunConfig
+from selfrefine.errors import ConfigError, NotFoundError
+from selfrefine.flows.config import RunConfig, parse_config
+from selfrefine.flows.lease import RunLease
+from selfrefine.provenance import digest_json
+from selfrefine.runtime.keys import output_affecting
 from selfrefine.storage import repository as repo
+from selfrefine.storage.engine import default_store
+from selfrefine.storage.schema import Run
 from selfrefine.tasks import ingest
 
 log = logging.getLogger(__name__)
@@ -93,3 +99,34 @@ def check_models(cfg: RunConfig) -> None:
 def evaluator_artifact(cfg: RunConfig) -> uuid.UUID | None:
     """The model artifact evaluate_policy.evaluator names, if it names one (else a path, alias or hub id)."""
     return repo.model_artifact_id(cfg.evaluate_policy.evaluator) if cfg.evaluate_policy.evaluator else None
+
+
+def config_digest(cfg: RunConfig) -> str:
+    """The digest of what in `cfg` affects outputs: a run records it, and a resume must match it."""
+    return digest_json(output_affecting(cfg))
+
+
+def prepare_resume(run_id: str, config: RunConfig | None = None,
+                   allow_config_change: bool = False) -> tuple[uuid.UUID, RunConfig, int]:
+    """Check that a run can be resumed (exists, config compatible, not driven by a live process)
+    and return its id, the config to continue under and its number of iterations."""
+    store = default_store()
+    with store.session() as s:
+        obj = repo.resolve(s, run_id)
+        if not isinstance(obj, Run):
+            raise NotFoundError(f"{run_id!r} is a {repo.describe(obj)}, not a run")
+        run_uuid, stored, n_iterations, stored_digest = obj.id, obj.config, obj.n_iterations, obj.config_digest
+    # A snapshot the config schema no longer reads (a store from an older version) is a clear refusal too.
+    cfg = config if config is not None else parse_config(
+        stored, where=f"run {run_uuid}'s stored config (resume it with --config FILE)")
+    if config is None and config_digest(cfg) != stored_digest:
+        # The stored snapshot no longer yields the digest the run started with (a snapshot recorded
+        # with values redacted): continuing from it would run a different config.
+        raise ConfigError(f"run {run_uuid}'s stored config does not reproduce the config it was started "
+                          "with; resume it with that config given again (selfrefine resume RUN --config FILE)")
+    if config_digest(cfg) != stored_digest and not allow_config_change:
+        raise ConfigError(f"run {run_uuid} was started with a different configuration; resume "
+                          "with its own config, or pass allow_config_change to recompute the "
+                          "stages whose keys change")
+    RunLease.check_free(store, run_uuid)
+    return run_uuid, cfg, n_iterations

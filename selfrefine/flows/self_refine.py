@@ -17,15 +17,14 @@ from dataclasses import dataclass
 
 from prefect import flow, task
 
-from selfrefine.errors import ConfigError, LeaseHeldError, NotFoundError, SelfRefineError, StageFailedError
+from selfrefine.errors import ConfigError, LeaseHeldError, SelfRefineError, StageFailedError
 from selfrefine.flows import plots, report
 from selfrefine.flows.config import STAGES, RunConfig, load_preset
 from selfrefine.flows.dispatch import dispatch_stage
 from selfrefine.flows.knobs import RunKnobs, apply_knobs
 from selfrefine.flows.lease import RunLease
-from selfrefine.flows.preflight import evaluator_artifact, preflight
-from selfrefine.provenance import config_snapshot, digest_json, host_name, library_versions, redact_text
-from selfrefine.runtime.keys import output_affecting
+from selfrefine.flows.preflight import config_digest, evaluator_artifact, prepare_resume, preflight
+from selfrefine.provenance import config_snapshot, host_name, library_versions, redact_text
 from selfrefine.runtime.runner import prefect_run_ids
 from selfrefine.runtime.stage import StageOutcome
 from selfrefine.storage import repository as repo
@@ -51,10 +50,6 @@ class Carry:
 def stage_seed(run_seed: int, iteration: int, stage: str) -> int:
     """A distinct, reproducible seed per (run seed, iteration, stage)."""
     return run_seed * 100_003 + iteration * 101 + STAGES.index(stage)
-
-
-def config_digest(cfg: RunConfig) -> str:
-    return digest_json(output_affecting(cfg))
 
 
 # -- stage tasks ---------------------------------------------------------------------------------
@@ -235,30 +230,6 @@ def self_refine(preset: str = "cpu", n_iterations: int = 2, knobs: RunKnobs = Ru
     log.info("selfrefine run %s: %d iterations of %r", run_id, n_iterations, cfg.name)
     _drive(store, run_id, cfg, ingest_config, n_iterations, stage_retries)
     return str(run_id)
-
-
-def prepare_resume(run_id: str, config: RunConfig | None = None,
-                   allow_config_change: bool = False) -> tuple[uuid.UUID, RunConfig, int]:
-    """Check that a run can be resumed (exists, config compatible, not driven by a live process)
-    and return its id, the config to continue under and its number of iterations."""
-    store = default_store()
-    with store.session() as s:
-        obj = repo.resolve(s, run_id)
-        if not isinstance(obj, Run):
-            raise NotFoundError(f"{run_id!r} is a {repo.describe(obj)}, not a run")
-        run_uuid, stored, n_iterations, stored_digest = obj.id, obj.config, obj.n_iterations, obj.config_digest
-    cfg = config if config is not None else RunConfig.model_validate(stored)
-    if config is None and config_digest(cfg) != stored_digest:
-        # The stored snapshot no longer yields the digest the run started with (a snapshot recorded
-        # with values redacted): continuing from it would run a different config.
-        raise ConfigError(f"run {run_uuid}'s stored config does not reproduce the config it was started "
-                          "with; resume it with that config given again (selfrefine resume RUN --config FILE)")
-    if config_digest(cfg) != stored_digest and not allow_config_change:
-        raise ConfigError(f"run {run_uuid} was started with a different configuration; resume "
-                          "with its own config, or pass allow_config_change to recompute the "
-                          "stages whose keys change")
-    RunLease.check_free(store, run_uuid)
-    return run_uuid, cfg, n_iterations
 
 
 @flow(name="resume", persist_result=False)

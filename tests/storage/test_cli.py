@@ -126,3 +126,16 @@ def test_commands_that_load_no_model_leave_transformers_unimported_and_its_bars_
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_a_refused_resume_is_refused_before_prefect_is_imported(small_run):
+    """`selfrefine resume` checks the run first (it exists, its config still gives its digest, no live
+    process drives it): a refusal is one clear line without the seconds Prefect's import costs."""
+    run, _ = small_run  # its stored config ({}) is not a run config the schema reads
+    code = (f"import sys; from selfrefine.cli import main; rc = main(['resume', '{run.id}']); "
+            "print(sorted(m for m in ('prefect', 'torch', 'transformers') if m in sys.modules)); sys.exit(rc)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith(f"selfrefine: run {run.id}'s stored config") and "--config FILE" in line, line
+    assert proc.stdout.strip() == "[]"
