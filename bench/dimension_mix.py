@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from judges import train_reward  # noqa: E402
 from quality import ALPACA, HH, bench_data, read_alpaca  # noqa: E402
-from harness import missing_data, reading_label, start_logging  # noqa: E402
+from harness import command_line, missing_data, reading_label, start_logging  # noqa: E402
 from results_file import write_section  # noqa: E402
 
 SETS = ("harmless", "helpful", "both")
@@ -150,9 +150,9 @@ def main() -> None:
     print("\n".join(lines))
     print(baselines)
     if args.limit_train is None and args.n_eval is None and not args.smoke:
-        command = "python bench/dimension_mix.py " + " ".join(sys.argv[1:])
+        command = command_line()
         write_section(SECTION, ["## One reward head for two dimensions (bench/dimension_mix.py)", "",
-                                f"`{command.strip()}` — seed {args.seed}, {reading_label()}; reward heads from the packaged model, helpful pairs "
+                                f"`{command}` — seed {args.seed}, {reading_label()}; reward heads from the packaged model, helpful pairs "
                                 f"≤ {args.pairs_per_prompt} per prompt. {baselines}", "", *lines, "",
                                 f"`{result_line(rows)}`"])
     else:

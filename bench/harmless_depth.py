@@ -36,7 +36,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import missing_data, quiet_progress_bars, reading_label, start_logging  # noqa: E402
+from harness import command_line, missing_data, quiet_progress_bars, reading_label, start_logging  # noqa: E402
 from judge_training import DATA  # noqa: E402
 from judges import evaluate, load_data  # noqa: E402
 from results_file import write_section  # noqa: E402
@@ -133,10 +133,10 @@ def main() -> None:
     if args.limit_train is not None or args.n_eval is not None:
         print("smoke run (--limit-train/--n-eval): bench/RESULTS.md left unchanged")
     else:
-        command = "python bench/harmless_depth.py " + " ".join(sys.argv[1:])
+        command = command_line()
         write_section(SECTION, [
             "## How many blocks the harmless reward head trains (bench/harmless_depth.py)", "",
-            f"`{command.strip()}` — {reading_label()}. "
+            f"`{command}` — {reading_label()}. "
             "bench/warm_heads.py's recipe (chat template, oldest tokens cut at 504, lr 5e-5, 4 pairs a step, one "
             f"epoch, cosine, seed 0), the depth chosen on the last {len(validation_pairs)} of the {len(train)} "
             "training pairs; only the chosen depth is measured on the held-out pairs.", "", *lines])

@@ -62,3 +62,10 @@ def reading_label() -> str:
 
     precision = "bfloat16 autocast" if bf16_supported() else "float32"
     return f"{time.strftime('%Y-%m-%d', time.gmtime())}, {cpu_label()}, {precision}, {os.cpu_count()} cores"
+
+
+def command_line() -> str:
+    """The command that ran this bench, as its results section quotes it: `python bench/<script> <args>`."""
+    import sys
+
+    return " ".join(["python", f"bench/{Path(sys.argv[0]).name}", *sys.argv[1:]])

@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/judge_training.py
 
 from judge_training import DATA, DIMENSION, build_examples, recipe_config  # noqa: E402
-from harness import missing_data, quiet_progress_bars, reading_label, start_logging  # noqa: E402
+from harness import command_line, missing_data, quiet_progress_bars, reading_label, start_logging  # noqa: E402
 from results_file import read_section, write_section  # noqa: E402
 
 SECTION = "bench/judges.py"  # its section of bench/RESULTS.md
@@ -228,8 +228,8 @@ def main() -> None:
     if smoke:
         print("smoke run (--limit-train/--n-eval): bench/RESULTS.md left unchanged")
     else:
-        command = "python bench/judges.py " + " ".join(sys.argv[1:])
-        write_section(SECTION, ["## Judge kinds (bench/judges.py)", "", f"Last run: `{command.strip()}` (seed {args.seed}, "
+        command = command_line()
+        write_section(SECTION, ["## Judge kinds (bench/judges.py)", "", f"Last run: `{command}` (seed {args.seed}, "
                        f"{reading_label()}), model `{args.model}`, dimension `{DIMENSION}`; {data_line}. Reward heads: linear head, "
                        f"{f'LoRA r={args.reward_lora_r}' if args.reward_lora_r else 'no LoRA'}; GRM α={args.grm_alpha:g}. "
                        "Rows from earlier --kinds runs are kept; each row's notes give its training settings. "

@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from dimension_mix import load_data  # noqa: E402
 from judges import train_reward  # noqa: E402
-from harness import missing_data, reading_label, start_logging  # noqa: E402
+from harness import command_line, missing_data, reading_label, start_logging  # noqa: E402
 from quality import ALPACA, HH  # noqa: E402
 from results_file import write_section  # noqa: E402
 
@@ -127,10 +127,10 @@ def main() -> None:
     print(trained)
     bon = f" bon={readings['bon']:.3f}" if args.bestofn else ""
     if not args.smoke and args.limit_train is None:
-        command = "python bench/keep_best_split.py " + " ".join(sys.argv[1:])
+        command = command_line()
         bon_line = (f" Best-of-11 on {len(bestofn)} held-out prompts: {readings['bon']:.3f}." if args.bestofn else "")
         write_section(SECTION, ["## What keep_best's held-back pairs measure (bench/keep_best_split.py)", "",
-                                f"`{command.strip()}` — seed {args.seed}, {reading_label()}, {minutes:.0f} min: {trained}.{bon_line}", "", *lines])
+                                f"`{command}` — seed {args.seed}, {reading_label()}, {minutes:.0f} min: {trained}.{bon_line}", "", *lines])
     print(f"RESULT by_pair_acc={readings['by_pair']:.3f} by_prompt_acc={readings['by_prompt']:.3f} "
           f"train_acc={readings['train']:.3f}{bon}")
 

@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from dimension_mix import N_PROMPTS, fmt_se, load_data, measure  # noqa: E402
 from quality import ALPACA, HH  # noqa: E402
-from harness import missing_data, reading_label, start_logging  # noqa: E402
+from harness import command_line, missing_data, reading_label, start_logging  # noqa: E402
 from results_file import write_section  # noqa: E402
 
 SECTION = "bench/listwise_head.py"
@@ -192,9 +192,9 @@ def main() -> None:
     print("\n".join(lines))
     print(summary)
     if not args.smoke:
-        command = "python bench/listwise_head.py " + " ".join(sys.argv[1:])
+        command = command_line()
         write_section(SECTION, ["## A listwise helpful reward head (bench/listwise_head.py)", "",
-                                f"`{command.strip()}` — seed {args.seed}, {reading_label()}; best-of-11 on the {len(bestofn)} held-out AlpacaEval prompts.",
+                                f"`{command}` — seed {args.seed}, {reading_label()}; best-of-11 on the {len(bestofn)} held-out AlpacaEval prompts.",
                                 "", *lines, "", summary, "", f"`{line}`"])
     print(line)
 

@@ -76,7 +76,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/results_file.py
 
-from harness import missing_data, reading_label, start_logging  # noqa: E402
+from harness import command_line, missing_data, reading_label, start_logging  # noqa: E402
 from results_file import write_section  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -495,10 +495,10 @@ def run_loop(args, cfg, data_line: str, evaluator_lines: list[str], home: Path) 
     print(f"run {run_id}" + (f"; its store and artifacts are kept in {home} (SELFREFINE_HOME={home} selfrefine "
                              "eval --policy …)" if args.keep else ""))
     if not args.smoke:
-        command = "python bench/quality.py " + " ".join(sys.argv[1:])
+        command = command_line()
         write_section("bench/quality.py loop", [
             f"## Self-refine quality (bench/quality.py, preset `{args.preset}`)", "",
-            f"`{command.strip()}` — run seed {args.seed} (stage seeds derive from it), {args.iterations} "
+            f"`{command}` — run seed {args.seed} (stage seeds derive from it), {args.iterations} "
             f"iterations, {wall / 60:.0f} min in all; {reading_label()}. {data_line}.", "",
             *evaluator_lines, "",
             "Policy columns: the iteration's policy against the base policy (and the previous iteration's) on "
@@ -554,10 +554,10 @@ def run_tricks(args, data: dict, data_line: str) -> None:
                      f"| {fmt(r['bon'])} | {r['seconds'] / 60:.1f} min |")
     print("\n".join(lines))
     if not args.smoke:
-        command = "python bench/quality.py " + " ".join(sys.argv[1:])
+        command = command_line()
         write_section("bench/quality.py tricks", [
             "## Judge tricks against the plain recipe (bench/quality.py --tricks)", "",
-            f"`{command.strip()}` — seed {args.seed}, {reading_label()}; the generative judge of preset `{args.preset}` trained on "
+            f"`{command}` — seed {args.seed}, {reading_label()}; the generative judge of preset `{args.preset}` trained on "
             f"{args.trick_seed_pairs} seed pairs; evaluated on {args.trick_pairs} held-out pairs and "
             f"{args.trick_bestofn} best-of-11 items. {data_line}. Rows 1–4 share one iteration-1 judge "
             "(only evaluate reruns); STaR rows are iteration 2, whose judge trains on iteration 1's kept "

@@ -37,7 +37,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import missing_data, quiet_progress_bars, reading_label, start_logging  # noqa: E402
+from harness import command_line, missing_data, quiet_progress_bars, reading_label, start_logging  # noqa: E402
 from judge_training import DATA  # noqa: E402
 from judges import evaluate, load_data, summary, train_reward, verdicts  # noqa: E402
 from results_file import write_section  # noqa: E402
@@ -153,10 +153,10 @@ def main() -> None:
     if args.limit_train is not None or args.n_eval is not None:
         print("smoke run (--limit-train/--n-eval): bench/RESULTS.md left unchanged")
     else:
-        command = "python bench/warm_heads.py " + " ".join(sys.argv[1:])
+        command = command_line()
         write_section(SECTION, [
             "## WARM over seeds, harmless reward head (bench/warm_heads.py)", "",
-            f"`{command.strip()}` — {reading_label()}; "
+            f"`{command}` — {reading_label()}; "
             f"{len(train)} hh-rlhf harmless training pairs, {len(held_out)} held-out pairs (the dev split of bench/judges.py). "
             "Each head: chat-template layout, oldest tokens cut at 504, last 8 blocks, lr 5e-5, 4 pairs a step, "
             f"one epoch, cosine; {statistics.mean(train_seconds):.0f} s of training a head. "
