@@ -36,10 +36,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import command_line, missing_data, quiet_progress_bars, reading_label, start_logging  # noqa: E402
+from harness import missing_data, publish, quiet_progress_bars, start_logging  # noqa: E402
 from judge_training import DATA  # noqa: E402
 from judges import evaluate, load_data  # noqa: E402
-from results_file import write_section  # noqa: E402
 from warm_heads import TRAINED_RECORD, trained_head  # noqa: E402
 
 SECTION = "bench/harmless_depth.py"
@@ -129,17 +128,11 @@ def main() -> None:
     lines += ["", f"The chosen depth, {chosen} blocks, trained on all {len(train)} pairs ({final['seconds']:.0f} s) and "
                   f"measured once on the {len(held_out)} held-out pairs: **{held['accuracy']:.3f}** ± "
                   f"{held['accuracy_se']:.3f}, ECE {held['ece']:.3f}."]
-    print("\n".join(lines))
-    if args.limit_train is not None or args.n_eval is not None:
-        print("smoke run (--limit-train/--n-eval): bench/RESULTS.md left unchanged")
-    else:
-        command = command_line()
-        write_section(SECTION, [
-            "## How many blocks the harmless reward head trains (bench/harmless_depth.py)", "",
-            f"`{command}` — {reading_label()}. "
-            "bench/warm_heads.py's recipe (chat template, oldest tokens cut at 504, lr 5e-5, 4 pairs a step, one "
+    publish(SECTION, "How many blocks the harmless reward head trains (bench/harmless_depth.py)",
+            ". bench/warm_heads.py's recipe (chat template, oldest tokens cut at 504, lr 5e-5, 4 pairs a step, one "
             f"epoch, cosine, seed 0), the depth chosen on the last {len(validation_pairs)} of the {len(train)} "
-            "training pairs; only the chosen depth is measured on the held-out pairs.", "", *lines])
+            "training pairs; only the chosen depth is measured on the held-out pairs.",
+            lines, smoke=args.limit_train is not None or args.n_eval is not None)
     figures = " ".join(f"val_acc_{b}={v['accuracy']:.3f} train_s_{b}={v['seconds']:.0f}" for b, v in validation.items())
     print(f"RESULT chosen_blocks={chosen} harmless_acc={held['accuracy']:.3f} harmless_ece={held['ece']:.3f} {figures}")
 

@@ -69,3 +69,15 @@ def command_line() -> str:
     import sys
 
     return " ".join(["python", f"bench/{Path(sys.argv[0]).name}", *sys.argv[1:]])
+
+
+def publish(section: str, heading: str, about: str, lines: list[str], *, smoke: bool) -> None:
+    """Print a bench's table `lines` and, unless it was a smoke run (--limit-train/--n-eval), make them
+    its section of bench/RESULTS.md: `heading`, then the command and what it ran on followed by `about`."""
+    print("\n".join(lines))
+    if smoke:
+        print("smoke run (--limit-train/--n-eval): bench/RESULTS.md left unchanged")
+        return
+    from results_file import write_section
+
+    write_section(section, [f"## {heading}", "", f"`{command_line()}` — {reading_label()}{about}", "", *lines])

@@ -37,10 +37,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import command_line, missing_data, quiet_progress_bars, reading_label, start_logging  # noqa: E402
+from harness import missing_data, publish, quiet_progress_bars, start_logging  # noqa: E402
 from judge_training import DATA  # noqa: E402
 from judges import evaluate, load_data, summary, train_reward, verdicts  # noqa: E402
-from results_file import write_section  # noqa: E402
 
 SECTION = "bench/warm_heads.py"
 TRAINED_RECORD = "warm_heads.json"  # in each kept head's directory: what trained it
@@ -149,18 +148,12 @@ def main() -> None:
               f"| {warm['ece']:.3f} | {warm['consistency']:.2f} |",
               f"| ensemble: the {len(seeds)} heads' reward differences averaged (costs {len(seeds)} scorings) "
               f"| {ensemble['accuracy']:.3f} | {ensemble['ece']:.3f} | {ensemble['consistency']:.2f} |"]
-    print("\n".join(lines))
-    if args.limit_train is not None or args.n_eval is not None:
-        print("smoke run (--limit-train/--n-eval): bench/RESULTS.md left unchanged")
-    else:
-        command = command_line()
-        write_section(SECTION, [
-            "## WARM over seeds, harmless reward head (bench/warm_heads.py)", "",
-            f"`{command}` — {reading_label()}; "
-            f"{len(train)} hh-rlhf harmless training pairs, {len(held_out)} held-out pairs (the dev split of bench/judges.py). "
+    publish(SECTION, "WARM over seeds, harmless reward head (bench/warm_heads.py)",
+            f"; {len(train)} hh-rlhf harmless training pairs, {len(held_out)} held-out pairs (the dev split of bench/judges.py). "
             "Each head: chat-template layout, oldest tokens cut at 504, last 8 blocks, lr 5e-5, 4 pairs a step, "
             f"one epoch, cosine; {statistics.mean(train_seconds):.0f} s of training a head. "
-            "The ± of the average is its standard error over the held-out pairs.", "", *lines])
+            "The ± of the average is its standard error over the held-out pairs.",
+            lines, smoke=args.limit_train is not None or args.n_eval is not None)
     print(f"RESULT warm_acc={warm['accuracy']:.3f} warm_ece={warm['ece']:.3f} ensemble_acc={ensemble['accuracy']:.3f} "
           f"seed_acc_mean={mean:.3f} "
           f"seed_acc_sd={sd:.3f} seeds={len(seeds)}")
