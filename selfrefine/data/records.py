@@ -8,7 +8,9 @@ Preference pairs come in three forms, told apart by their keys:
   (`context` is accepted for `prompt`, so our own JSONL artifacts load as local files too);
 - message lists: `{"chosen": [turns], "rejected": [turns]}` sharing all but the last turn.
 
-Any form may carry `dimension` and `source`; the caller's defaults fill in the rest.
+Any form may carry `dimension` and `source`; the caller's defaults fill in the rest. A graded source
+may add `gap` (a number ≥ 0: how much `chosen` is preferred), which a reward recipe with
+`margin_per_gap` turns into a Bradley–Terry margin.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from selfrefine.data.fields import (
     utf8_text,
 )
 from selfrefine.data.hh import hh_context, hh_pair, split_final_responses
-from selfrefine.data.schema import PreferencePair, PromptItem, Turn, turn
+from selfrefine.data.schema import PreferencePair, PromptItem, Turn, pair_gap, turn
 
 
 def record_labels(row: Mapping[str, Any], dimension: str | None, source: str) -> tuple[str, str]:
@@ -84,7 +86,7 @@ def pair_from_record(raw: Any, *, dimension: str | None, source: str) -> Prefere
     else:
         raise RecordError(f"expected a string or a list of turns, got "
                           f"{type(row['chosen']).__name__}", field="chosen")
-    return PreferencePair(context=ctx, chosen=chosen, rejected=rejected, dimension=dim, source=src)
+    return PreferencePair(context=ctx, chosen=chosen, rejected=rejected, dimension=dim, source=src, gap=pair_gap(row))
 
 
 def prompt_from_record(raw: Any, *, dimension: str | None, source: str) -> PromptItem:

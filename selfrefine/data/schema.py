@@ -61,13 +61,17 @@ def _check_id(kind: str, given: Any, computed: str) -> None:
 class PreferencePair:
     """A conversation `context` and two final assistant responses, `chosen` preferred over `rejected`
     on `dimension` (e.g. "helpful"). `source` names where the pair came from (used for per-source
-    metrics); it is not part of the id, so the same pair from two sources has one id."""
+    metrics); it is not part of the id, so the same pair from two sources has one id. `gap`, when the
+    source grades its preferences, says by how much `chosen` is preferred, on the source's scale (≥ 0;
+    None for a plain either-or label); a reward recipe may turn it into a Bradley–Terry margin. Like
+    `source`, it is not part of the id."""
 
     context: list[Turn]
     chosen: str
     rejected: str
     dimension: str
     source: str
+    gap: float | None = field(default=None, kw_only=True)
     id: str = field(default="", init=False)
 
     def __post_init__(self) -> None:
@@ -80,18 +84,33 @@ class PreferencePair:
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (one JSONL line of a pairs artifact)."""
-        return {"id": self.id, "context": [dict(t) for t in self.context], "chosen": self.chosen,
-                "rejected": self.rejected, "dimension": self.dimension, "source": self.source}
+        row = {"id": self.id, "context": [dict(t) for t in self.context], "chosen": self.chosen,
+               "rejected": self.rejected, "dimension": self.dimension, "source": self.source}
+        if self.gap is not None:  # ungraded pairs keep the line they always had
+            row["gap"] = self.gap
+        return row
 
     @classmethod
     def from_json(cls, obj: Any) -> PreferencePair:
         """Inverse of `to_json`; raises `DataError` naming the field on a malformed record."""
         row = require_mapping(obj)
+        gap = pair_gap(row)
         pair = cls(context=parse_turns(row.get("context"), "context"), chosen=get_str(row, "chosen"),
                    rejected=get_str(row, "rejected"), dimension=get_str(row, "dimension"),
-                   source=get_str(row, "source"))
+                   source=get_str(row, "source"), gap=gap)
         _check_id("pair", row.get("id"), pair.id)
         return pair
+
+
+def pair_gap(row: Mapping[str, Any]) -> float | None:
+    """A pair record's optional `gap` field: a finite number ≥ 0, or None when absent or null."""
+    if row.get("gap") is None:
+        return None
+    gap = finite_number(row["gap"], "gap")
+    if gap < 0:
+        raise RecordError(f"{row['gap']!r} is negative; a gap says how much chosen is preferred over rejected "
+                          "(swap the two responses for a negative one)", field="gap")
+    return gap
 
 
 @dataclass(frozen=True, slots=True)

@@ -165,7 +165,9 @@ class RewardHeadModel(nn.Module):
     # -- what TRL's RewardTrainer and transformers' Trainer call on a model --
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                use_cache: bool = False) -> RewardHeadOutput:
+                use_cache: bool = False, margin: torch.Tensor | None = None) -> RewardHeadOutput:
+        # TRL's RewardTrainer hands the whole batch to the model, a pair margin included; only its loss
+        # reads the margin, so the forward pass ignores it.
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         hidden = last_hidden_states(self.lm, input_ids, attention_mask)

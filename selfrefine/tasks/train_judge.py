@@ -369,7 +369,7 @@ def _train_reward_head(ctx: StageContext, out_dir: Path, start: str, seed_pairs:
     # The head's own budget, not max_prompt_tokens (the generative judge's prompt budget): a long
     # response would otherwise cost its instruction's start.
     rows, turns_cut = reward_rows(seed_pairs + self_pairs, tokenizer, recipe.max_length, cfg.dimension_definitions,
-                                  recipe.input_format)
+                                  recipe.input_format, recipe.margin_per_gap)
     log.info("train_judge: reward head on %d pairs (%d seed, %d self) from %s", len(rows), len(seed_pairs),
              len(self_pairs), start)
     judge_dir = out_dir / "judge"

@@ -115,3 +115,19 @@ def test_read_jsonl_reads_artifacts_back_and_refuses_edited_lines(tmp_path):
     with pytest.raises(DataError, match="does not match the content") as info:
         read_jsonl(path, "pairs")
     assert (info.value.line, info.value.field) == (2, "id")
+
+
+def test_a_graded_pair_keeps_its_gap_out_of_the_id_and_an_ungraded_line_unchanged():
+    graded = make_pair(gap=0.75)
+    assert graded.id == make_pair().id  # like the source: the same preference, however it was graded
+    assert PreferencePair.from_json(json.loads(json.dumps(graded.to_json()))).gap == 0.75
+    assert "gap" not in make_pair().to_json()  # artifacts written before gaps existed read the same
+
+
+@pytest.mark.parametrize("gap, message", [(-0.5, "negative"), ("wide", "expected a number"), (True, "expected a number"),
+                                          (float("nan"), "finite")])
+def test_a_bad_gap_is_refused_naming_the_field(gap, message):
+    record = dict(make_pair().to_json(), gap=gap)
+    with pytest.raises(DataError, match=message) as info:
+        PreferencePair.from_json(record)
+    assert info.value.field == "gap"

@@ -183,3 +183,11 @@ def test_file_level_problems(tmp_path, write_lines):
     (tmp_path / "fake.parquet").write_text("not parquet")
     with pytest.raises(DataError, match="not valid parquet"):
         validate_pairs(tmp_path / "fake.parquet", dimension="helpful")
+
+
+def test_a_local_pair_file_carries_gaps_and_a_bad_one_names_its_line(write_lines):
+    rows = [dict(GOOD, gap=0.5), GOOD]
+    assert [p.gap for p in load_pairs(DataSource(kind="local", path=str(write_lines("graded.jsonl", rows)),
+                                                         dimension="helpful"))] == [0.5, None]
+    err = pair_error(write_lines("bad_gap.jsonl", [GOOD, dict(GOOD, gap=-1)]))
+    assert err.line == 2 and err.field == "gap" and "bad_gap.jsonl" in str(err)

@@ -5,6 +5,7 @@ generative judge."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import math
@@ -141,6 +142,44 @@ def test_grm_loss_is_the_weighted_sum_of_the_reward_loss_and_the_regularizer(tin
     logged = trainer._metrics["train"]
     assert logged["reward_loss"][-1] == pytest.approx(reward_loss.item(), rel=1e-5)
     assert logged["grm_regularizer"][-1] == pytest.approx(reg.item(), rel=1e-5)
+
+
+# -- a margin from graded pairs -------------------------------------------------------------------------
+
+
+def test_reward_rows_turn_each_pairs_gap_into_a_margin(pairs, tiny_dir):
+    graded = [dataclasses.replace(p, gap=g) for p, g in zip(pairs[:3], (0.5, None, 2.0))]
+    tokenizer = load_tokenizer(tiny_dir)
+    rows, _ = reward_rows(graded, tokenizer, 256, margin_per_gap=1.5)
+    assert [r["margin"] for r in rows] == [0.75, 0.0, 3.0]  # an ungraded pair trains with no margin
+    plain, _ = reward_rows(graded, tokenizer, 256)
+    assert all("margin" not in r for r in plain)
+    dataset, _, _ = tokenize_pairs(Dataset.from_list(rows), tokenizer)
+    assert dataset["margin"] == [0.75, 0.0, 3.0]
+
+
+@pytest.mark.parametrize("more", [False, True])
+def test_a_pair_margin_enters_the_bradley_terry_loss(tiny_dir, tmp_path, rows, more):
+    margins = [0.0, 1.0, 2.5, 0.5]
+    dataset, names, _ = tokenize_pairs(Dataset.from_list([{**r, "margin": m} for r, m in zip(rows[:4], margins)]),
+                                       load_tokenizer(tiny_dir))
+    recipe = {"more": MORESettings(), "group_by_length": False} if more else {}
+    trainer = _trainer(tiny_dir, tmp_path, dataset, names, **recipe)
+    examples = [dataset[i] for i in range(4)]
+    model = trainer.model.train()
+    with torch.no_grad():
+        loss = trainer.compute_loss(model, trainer.data_collator(examples))
+        rewards = [model(input_ids=torch.tensor([e[k]])).logits[0, 0] for e in examples for k in ("chosen_ids", "rejected_ids")]
+    per_pair = torch.stack([-F.logsigmoid(c - r - m) for c, r, m in zip(rewards[0::2], rewards[1::2], margins)])
+    if more:  # one λ per source on the simplex; each source's mean loss carries its pairs' margins
+        (entry,) = trainer.lambda_log
+        odd = torch.tensor([i % 2 == 1 for i in range(4)])
+        expected = entry["lambdas"]["odd"] * per_pair[odd].mean() + entry["lambdas"]["even"] * per_pair[~odd].mean()
+    else:
+        expected = per_pair.mean()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-4)
+    if not more:  # positive margins ask for a wider separation
+        assert loss.item() > torch.stack([-F.logsigmoid(c - r) for c, r in zip(rewards[0::2], rewards[1::2])]).mean().item()
 
 
 # -- one training step of every variant ----------------------------------------------------------------

@@ -27,10 +27,12 @@ DEFAULT_SOURCE = "all"
 
 def reward_rows(pairs: Sequence[Any], tokenizer: Any, max_length: int,
                 extra_dimensions: Mapping[str, str] | None = None,
-                input_format: RewardInputFormat = "plain") -> tuple[list[dict[str, str]], int]:
+                input_format: RewardInputFormat = "plain", margin_per_gap: float = 0.0
+                ) -> tuple[list[dict[str, Any]], int]:
     """Rows {prompt, chosen, rejected, source} for `train_reward_head` from `PreferencePair`s, and
     how many context turns were cut. Both responses follow the same prompt, fitted around the
-    longer of the two and rendered in `input_format` (the recipe's)."""
+    longer of the two and rendered in `input_format` (the recipe's). With `margin_per_gap` > 0 each
+    row also has `margin`: that times the pair's `gap` (0 for a pair without one)."""
     from selfrefine.models.dimensions import get_dimension
     from selfrefine.models.reward_judge import RESPONSE_PREFIX, reward_input
 
@@ -42,13 +44,16 @@ def reward_rows(pairs: Sequence[Any], tokenizer: Any, max_length: int,
         turns_cut += fitted.turns_cut
         rows.append({"prompt": fitted.prompt, "chosen": space + pair.chosen, "rejected": space + pair.rejected,
                      "source": pair.source})
+        if margin_per_gap > 0:
+            rows[-1]["margin"] = margin_per_gap * (pair.gap or 0.0)
     return rows, turns_cut
 
 
 def tokenize_pairs(pairs, tokenizer, max_length: int | None = None) -> tuple[Any, list[str], int]:
-    """The trainer's dataset (chosen_ids, rejected_ids, prompt_len, source_index), the source names
-    by index (sorted; one 'all' source when the pairs have no `source` column), and how many pairs
-    had a response cut at its tail to fit `max_length` (none is dropped)."""
+    """The trainer's dataset (chosen_ids, rejected_ids, prompt_len, source_index, and margin when the
+    pairs have that column), the source names by index (sorted; one 'all' source when the pairs have
+    no `source` column), and how many pairs had a response cut at its tail to fit `max_length` (none
+    is dropped)."""
     from datasets import Dataset
 
     from selfrefine.models.reward_judge import encode_reward_input
@@ -71,6 +76,8 @@ def tokenize_pairs(pairs, tokenizer, max_length: int | None = None) -> tuple[Any
         columns["prompt_len"].append(prompt_len)
         columns["source_index"].append(index[source])
         columns["length"].append(max(len(chosen), len(rejected)))
+    if "margin" in pairs.column_names:  # TRL's collator and loss read it by this name
+        columns["margin"] = [float(m) for m in pairs["margin"]]
     return Dataset.from_dict(columns), names, truncated
 
 
@@ -79,7 +86,8 @@ def train_reward_head(base_model: str, pairs, output_dir: str | Path,
     """Train a reward-head judge from `base_model` on `pairs` and save it in `output_dir` (new or empty).
 
     `pairs` is a `datasets.Dataset` with text columns prompt, chosen, rejected (as `reward_rows`
-    makes them: the response text follows the prompt directly) and, for MORE, source. A base
+    makes them: the response text follows the prompt directly), for MORE source, and optionally a
+    numeric margin (the Bradley–Terry margin of each pair, `reward_rows` with margin_per_gap). A base
     model that is already a reward-head judge continues with its head. Raises `DataError` for
     missing or empty fields and `ConfigError` for settings that cannot work.
     """

@@ -36,9 +36,10 @@ from selfrefine.models.training.min_norm import min_norm_weights
 from selfrefine.models.training.reward_config import GRMSettings, MORESettings
 
 
-def bradley_terry_losses(rewards_chosen: torch.Tensor, rewards_rejected: torch.Tensor) -> torch.Tensor:
-    """Per-pair Bradley–Terry loss, −log σ(r_c − r_r): the loss TRL's RewardTrainer averages."""
-    return -F.logsigmoid(rewards_chosen - rewards_rejected)
+def bradley_terry_losses(rewards_chosen: torch.Tensor, rewards_rejected: torch.Tensor,
+                         margin: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-pair Bradley–Terry loss, −log σ(r_c − r_r − margin): the loss TRL's RewardTrainer averages."""
+    return -F.logsigmoid(rewards_chosen - rewards_rejected - (0.0 if margin is None else margin))
 
 
 def grm_loss(reward_loss: torch.Tensor, regularizer: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -155,7 +156,8 @@ class RegularizedRewardTrainer(RewardTrainer):
         sources = inputs.pop("source_index")
         bt_loss, outputs = super().compute_loss(model, inputs, return_outputs=True)
         mode = "train" if self.model.training else "eval"
-        reward_loss = bt_loss if self.more is None else self._more_loss(model, outputs, sources, mode)
+        reward_loss = bt_loss if self.more is None else self._more_loss(model, outputs, sources, mode,
+                                                                         inputs.get("margin"))
         loss = reward_loss
         if self.grm is not None:
             regularizer = self._regularizer(model, outputs, inputs, response_mask)
@@ -172,9 +174,10 @@ class RegularizedRewardTrainer(RewardTrainer):
 
     # -- MORE --
 
-    def _more_loss(self, model, outputs, sources: torch.Tensor, mode: str) -> torch.Tensor:
+    def _more_loss(self, model, outputs, sources: torch.Tensor, mode: str,
+                   margin: torch.Tensor | None = None) -> torch.Tensor:
         rewards_chosen, rewards_rejected = torch.chunk(outputs.logits.squeeze(-1), chunks=2)
-        pair_losses = bradley_terry_losses(rewards_chosen, rewards_rejected)
+        pair_losses = bradley_terry_losses(rewards_chosen, rewards_rejected, margin)
         present = sorted(set(sources.tolist()))
         weights = min_norm_weights(self._head_gradients(model, outputs.features, sources, present),
                                    max_iter=self.more.max_solver_iterations)
