@@ -22,6 +22,8 @@ About 40 minutes on two cores with AMX at the default 10 pairs per prompt. Full 
 script's section of bench/RESULTS.md; --smoke, --limit-train and --n-eval runs leave it alone.
 
 --reward-input-format chat_template trains and reads the heads in the model's chat template.
+--margin-per-gap M trains with a Bradley–Terry margin of M times each helpful pair's preference gap
+(the harmless pairs are not graded: no margin).
 
 Last line: RESULT harmless_acc=… harmless_bon=… helpful_acc=… helpful_bon=… both_acc=… both_bon=…
 helpful_bon_se=… longest_bon=… margin=… margin_se=… length_spearman=… harmless_acc_se=… (the helpful
@@ -116,6 +118,8 @@ def main() -> None:
     parser.add_argument("--reward-batch-size", type=int, default=8, help="pairs per step")
     parser.add_argument("--reward-input-format", choices=("plain", "chat_template"), default="plain",
                         help="how the heads read a conversation (reward_recipe.input_format)")
+    parser.add_argument("--margin-per-gap", type=float, default=0.0,
+                        help="Bradley–Terry margin per unit of a helpful pair's preference gap (reward_recipe.margin_per_gap)")
     parser.add_argument("--limit-train", type=int, default=None, help="first N pairs of each set (smoke runs)")
     parser.add_argument("--n-eval", type=int, default=None,
                         help="first N held-out pairs and best-of-11 items (smoke runs)")
@@ -153,7 +157,9 @@ def main() -> None:
         command = command_line()
         write_section(SECTION, ["## One reward head for two dimensions (bench/dimension_mix.py)", "",
                                 f"`{command}` — seed {args.seed}, {reading_label()}; reward heads from the packaged model, helpful pairs "
-                                f"≤ {args.pairs_per_prompt} per prompt. {baselines}", "", *lines, "",
+                                f"≤ {args.pairs_per_prompt} per prompt"
+                                + (f", margin {args.margin_per_gap:g} per preference gap" if args.margin_per_gap else "")
+                                + f". {baselines}", "", *lines, "",
                                 f"`{result_line(rows)}`"])
     else:
         print("smoke run (--smoke, --limit-train or --n-eval): bench/RESULTS.md left unchanged")

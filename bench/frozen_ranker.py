@@ -11,13 +11,15 @@ preference? Each of the 11 candidates of an AlpacaEval prompt is read once by th
   tokens, and the middle layer's mean over them (576 numbers each).
 
 Features are centred within each prompt (only the ranking among one prompt's candidates counts).
-A ranker — ridge regression on the graded preference, or (on the small feature sets) a logistic
-regression on the feature differences of every candidate pair whose preferences differ, weighted by
-the gap — is chosen with
-its regularisation by 5-fold cross-validation over the seed prompts (the first 200, as
+A ranker — ridge regression on the graded preference; the same with the length block fitted beside
+the others and left out when scoring (length-disentangled, ODIN's idea in linear form); or (on the
+small feature sets) a logistic regression on the feature differences of every candidate pair whose
+preferences differ, weighted by the gap — is chosen with its regularisation by 5-fold
+cross-validation over the seed prompts (the first 200, as
 bench/quality.py lays the data out), three shuffles of the folds averaged. The chosen ranker is fitted
 on all seed prompts and measured once on the 203 held-out prompts, next to random, the longest-response
-rule and the oracle (`scoring.metrics.best_of_n_metrics`). Nothing is chosen on the held-out prompts.
+rule and the oracle (`scoring.metrics.best_of_n_metrics`); so is the best length-disentangled ranker
+by the same cross-validation, with its length bias. Nothing is chosen on the held-out prompts.
 
     python bench/frozen_ranker.py [--features FILE]    # FILE caches the features between runs
 
@@ -25,6 +27,7 @@ About 25 minutes on two cores with native bf16 for the features (4,433 forward p
 the rankers. Full runs write this script's section of bench/RESULTS.md.
 
 Last line: RESULT frozen_bon=… frozen_bon_se=… longest_bon=… margin=… margin_se=… length_spearman=… cv_bon=… cv_longest=…
+odin_bon=… odin_margin=… odin_length_spearman=…
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import missing_data, reading_label, start_logging  # noqa: E402
+from harness import command_line, missing_data, reading_label, start_logging  # noqa: E402
 from quality import ALPACA  # noqa: E402
 from results_file import write_section  # noqa: E402
 
@@ -57,6 +60,7 @@ PAIR_CS = (1e-3, 1e-2, 1e-1)
 # log-probability features, tens of minutes per feature set on the hidden states, where ridge is used alone.
 MAX_PAIRWISE_WIDTH = 16
 MAX_TOKENS = 1024
+ODIN = "length dropped,"  # label prefix of the length-disentangled rankers (fit_ridge's drop_first)
 
 
 def read_rows() -> list[dict]:
@@ -107,7 +111,12 @@ def design(features: dict[str, np.ndarray], names: tuple[str, ...]) -> np.ndarra
     return x - x.mean(axis=1, keepdims=True)  # within-prompt: only the ranking inside a prompt counts
 
 
-def fit_ridge(alpha: float):
+def fit_ridge(alpha: float, drop_first: int = 0):
+    """Ridge regression of the within-prompt preference on the features. With `drop_first` = n, the
+    first n columns (the length block) are fitted with the rest and left out when scoring: the
+    length-disentangled ranker of ODIN (Chen et al. 2024) in linear form. Length absorbs the part of
+    the preference it explains during the fit, so the other features' weights say what the response
+    is worth at a given length."""
     from sklearn.linear_model import Ridge
 
     def fit(x, wins):
@@ -115,7 +124,9 @@ def fit_ridge(alpha: float):
         scale = x.reshape(-1, d).std(0) + 1e-6
         target = (wins - wins.mean(1, keepdims=True)).ravel()
         model = Ridge(alpha=alpha).fit(x.reshape(-1, d) / scale, target)
-        return lambda z: model.predict(z.reshape(-1, d) / scale).reshape(len(z), -1)
+        weights = model.coef_.copy()
+        weights[:drop_first] = 0.0  # features are centred within each prompt: a zero column adds nothing
+        return lambda z: (z.reshape(-1, d) / scale @ weights).reshape(len(z), -1)
     return fit
 
 
@@ -140,10 +151,20 @@ def fit_pairwise(c: float, min_gap: float = 0.1):
     return fit
 
 
-def rankers(width: int):
+def rankers(width: int, length_width: int = 0):
+    """Every ranker tried on a feature set `width` wide whose first `length_width` columns are the
+    length block (0 when the set has none, or nothing else beside it)."""
     yield from ((f"ridge α={a:g}", fit_ridge(a)) for a in RIDGE_ALPHAS)
+    if length_width:
+        yield from ((f"{ODIN} ridge α={a:g}", fit_ridge(a, drop_first=length_width)) for a in RIDGE_ALPHAS)
     if width <= MAX_PAIRWISE_WIDTH:
         yield from ((f"pairwise logistic C={c:g}", fit_pairwise(c)) for c in PAIR_CS)
+
+
+def length_width(features: dict[str, np.ndarray], names: tuple[str, ...]) -> int:
+    """How many leading columns of `design(features, names)` are the length block, when it has other
+    blocks beside it (dropping the only block would leave nothing to rank by)."""
+    return features["length"].shape[-1] if names[0] == "length" and len(names) > 1 else 0
 
 
 def cross_validated_bon(x: np.ndarray, wins: np.ndarray, fit, folds: int = 5, shuffles: int = 3) -> float:
@@ -187,42 +208,58 @@ def main() -> None:
     results = []
     for names in FEATURE_SETS:
         x = design(features, names)
-        for label, fit in rankers(x.shape[-1]):
+        for label, fit in rankers(x.shape[-1], length_width(features, names)):
             results.append((cross_validated_bon(x[seed], wins[seed], fit), names, label, fit))
             print(f"cv  {'+'.join(names):28s} {label:28s} {results[-1][0]:.3f}", flush=True)
-    cv_bon, names, label, fit = max(results, key=lambda r: r[0])
-    x = design(features, names)
-    scores = fit(x[seed], wins[seed])(x[held])
     items = [BestOfNItem(context=[{"role": "user", "content": r["instruction"]}],
                          candidates=[Candidate(c["output"], c["preference"]) for c in r["candidates"]],
                          reference=r["reference"]) for r in rows[held]]
-    m = best_of_n_metrics(items, scores.tolist())
+
+    def held_out(result) -> dict:
+        """The held-out best-of-11 of a ranker chosen on the seed prompts, fitted on all of them."""
+        _, names, _, fit = result
+        x = design(features, names)
+        return best_of_n_metrics(items, fit(x[seed], wins[seed])(x[held]).tolist())
+
+    chosen = max(results, key=lambda r: r[0])
+    cv_bon, names, label, _ = chosen
+    m = held_out(chosen)
+    odin_results = [r for r in results if r[2].startswith(ODIN)]
+    odin = max(odin_results, key=lambda r: r[0])
+    o = held_out(odin)
     minutes = (time.time() - started) / 60
-    by_set: dict[str, float] = {}
-    for value, set_names, _, _ in results:
-        key = "+".join(set_names)
-        by_set[key] = max(by_set.get(key, 0.0), value)
+    by_set: dict[str, dict[bool, float]] = {}
+    for value, set_names, set_label, _ in results:
+        best = by_set.setdefault("+".join(set_names), {})
+        kind = set_label.startswith(ODIN)
+        best[kind] = max(best.get(kind, 0.0), value)
     lines = [
         "## The packaged model's frozen features as a helpful ranker (bench/frozen_ranker.py)", "",
-        f"`python bench/frozen_ranker.py` — {reading_label()}, {minutes:.0f} min. Cross-validated best-of-11 on the "
+        f"`{command_line()}` — {reading_label()}, {minutes:.0f} min. Cross-validated best-of-11 on the "
         f"{SEED_PROMPTS} seed prompts (5 folds × 3 shuffles; the longest rule gives {cv_longest:.3f} there), "
-        "the best ranker per feature set:", "",
-        "| features | cross-validated best-of-11 |", "|---|---|",
-        *[f"| {k} | {v:.3f} |" for k, v in by_set.items()], "",
-        f"Chosen on the seed prompts: {'+'.join(names)}, {label} (cv {cv_bon:.3f}). Measured once on the "
+        "the best ranker per feature set. The length-disentangled rankers (ODIN's idea in linear form) fit the "
+        "length block with the others and leave it out when scoring:", "",
+        "| features | cross-validated best-of-11 | length-disentangled |", "|---|---|---|",
+        *[f"| {k} | {v[False]:.3f} | {f'{v[True]:.3f}' if True in v else 'no other block'} |"
+          if "length" in k else f"| {k} | {v[False]:.3f} | no length block |" for k, v in by_set.items()], "",
+        f"Chosen on the seed prompts: {'+'.join(names)}, {label} (cv {cv_bon:.3f}); the best length-disentangled "
+        f"ranker there: {'+'.join(odin[1])}, {odin[2]} (cv {odin[0]:.3f}). Each is measured once on the "
         f"{len(items)} held-out prompts:", "",
-        "| picker | best-of-11 win rate |", "|---|---|",
-        f"| frozen-feature ranker | {m['win_rate']:.3f} ± {m['win_rate_se']:.3f} |",
-        f"| longest candidate | {m['longest_win_rate']:.3f} |",
-        f"| random | {m['random_win_rate']:.3f} |",
-        f"| oracle | {m['oracle_win_rate']:.3f} |", "",
-        f"Margin over the longest rule {m['margin_over_longest']:+.3f} ± {m['margin_over_longest_se']:.3f} "
-        f"(paired by prompt); length bias (mean Spearman of score and length) {m['length_spearman']:.3f}.",
+        "| picker | best-of-11 win rate | margin over the longest rule (paired) | length bias (Spearman) |",
+        "|---|---|---|---|",
+        f"| frozen-feature ranker (chosen) | {m['win_rate']:.3f} ± {m['win_rate_se']:.3f} | "
+        f"{m['margin_over_longest']:+.3f} ± {m['margin_over_longest_se']:.3f} | {m['length_spearman']:.3f} |",
+        f"| length-disentangled ranker | {o['win_rate']:.3f} ± {o['win_rate_se']:.3f} | "
+        f"{o['margin_over_longest']:+.3f} ± {o['margin_over_longest_se']:.3f} | {o['length_spearman']:.3f} |",
+        f"| longest candidate | {m['longest_win_rate']:.3f} | | 1.000 |",
+        f"| random | {m['random_win_rate']:.3f} | | |",
+        f"| oracle | {m['oracle_win_rate']:.3f} | | |",
     ]
     result = (f"RESULT frozen_bon={m['win_rate']:.3f} frozen_bon_se={m['win_rate_se']:.3f} "
               f"longest_bon={m['longest_win_rate']:.3f} margin={m['margin_over_longest']:.3f} "
               f"margin_se={m['margin_over_longest_se']:.3f} length_spearman={m['length_spearman']:.3f} "
-              f"cv_bon={cv_bon:.3f} cv_longest={cv_longest:.3f}")
+              f"cv_bon={cv_bon:.3f} cv_longest={cv_longest:.3f} odin_bon={o['win_rate']:.3f} "
+              f"odin_margin={o['margin_over_longest']:.3f} odin_length_spearman={o['length_spearman']:.3f}")
     print("\n".join(lines))
     if not args.smoke:
         write_section(SECTION, [*lines, "", f"`{result}`"])

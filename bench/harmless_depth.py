@@ -1,28 +1,32 @@
-"""A lever for the harmless judge: how many of the packaged model's 30 blocks the reward head trains,
-chosen on a validation split of the training pairs and then measured once on the held-out pairs.
+"""Levers for the harmless judge: how many of the packaged model's 30 blocks the reward head trains,
+and for how many epochs, chosen on a validation split of the training pairs and then measured once on
+the held-out pairs.
 
 The harmless reward head of bench/warm_heads.py (the independent check's recipe: the whole
 conversation in the chat template, the oldest tokens cut at 504, lr 5e-5, 4 pairs a step, one epoch,
 cosine) trains only the last 8 blocks, to shorten a CPU step. Training more of the backbone is the
-issue's "more trainable blocks" lever. Choosing the depth by the held-out pairs would make their
-figure optimistic, so:
+issue's "more trainable blocks" lever; a second epoch (--epochs 1,2; the cosine schedule spans every
+epoch) is the other way to train it more. Choosing by the held-out pairs would make their figure
+optimistic, so:
 
-1. every depth in --blocks trains on the first 640 of the 800 training pairs and is scored on the
-   other 160 (the validation split; the file's order is already a seeded random one);
-2. the depth with the best validation accuracy is chosen (a tie goes to fewer blocks, the cheaper
-   step);
-3. that depth trains again on all 800 pairs and is measured once on the 195 held-out pairs.
+1. every variant (each depth in --blocks for each count in --epochs) trains on the first 640 of the
+   800 training pairs and is scored on the other 160 (the validation split; the file's order is
+   already a seeded random one);
+2. the variant with the best validation accuracy is chosen (a tie goes to fewer blocks, then fewer
+   epochs: the cheaper training);
+3. that variant trains again on all 800 pairs and is measured once on the 195 held-out pairs.
 
-    python bench/harmless_depth.py [--blocks 8,16] [--keep DIR] [--limit-train 16 --n-eval 8]
+    python bench/harmless_depth.py [--blocks 8,16] [--epochs 1] [--keep DIR] [--limit-train 16 --n-eval 8]
 
-With --keep, a head already trained there by the same recipe, depth and pairs is reused
-(bench/warm_heads.py's record), with its validation reading, so a stopped run resumes and depths can
+With --keep, a head already trained there by the same recipe, depth, epochs and pairs is reused
+(bench/warm_heads.py's record), with its validation reading, so a stopped run resumes and variants can
 be trained by separate processes (--validation-only) before one run chooses among them. On two AVX2 cores in float32 the 8-block head takes about 20 minutes on 640 pairs and a
 deeper one longer; every block (--blocks 30, a full fine-tune) makes a step about three times the
 8-block one's, past the judges issue's bound of 1.5× the training time, so it is not a default. Full runs write this script's section of bench/RESULTS.md; --limit-train or --n-eval runs are
 smoke runs and leave it alone.
 
-Last line: RESULT chosen_blocks=… harmless_acc=… harmless_ece=… val_acc_<N>=… train_s_<N>=…
+Last line: RESULT chosen_blocks=… chosen_epochs=… harmless_acc=… harmless_ece=… val_acc_<V>=… train_s_<V>=…
+(V: the depth, with `x<epochs>` beside it when that is not one)
 """
 
 from __future__ import annotations
@@ -47,11 +51,17 @@ VALIDATION = 160  # the last pairs of the training split, held back to choose th
 VALIDATED = "validation.json"  # in each kept head's directory: its reading on the validation pairs
 
 
-def depth_recipe(model: str, blocks: int) -> dict:
-    """bench/warm_heads.py's recipe with the last `blocks` blocks trained (all of them: no freezing)."""
+def depth_recipe(model: str, blocks: int, epochs: float = 1.0) -> dict:
+    """bench/warm_heads.py's recipe with the last `blocks` blocks trained (all of them: no freezing)
+    for `epochs` passes over the pairs (the cosine schedule spans them all)."""
     return dict(model=model, max_tokens=504, reward_input_format="chat_template",
                 train_last_layers=None if blocks >= N_BLOCKS else blocks,
-                reward_lr=5e-5, epochs=1.0, reward_batch_size=4, reward_lora_r=0, grm_alpha=0.0)
+                reward_lr=5e-5, epochs=float(epochs), reward_batch_size=4, reward_lora_r=0, grm_alpha=0.0)
+
+
+def variant_name(blocks: int, epochs: float) -> str:
+    """A variant's directory name and table label: one epoch keeps the plain depth (`fit-8`)."""
+    return f"{blocks}" if epochs == 1 else f"{blocks}x{epochs:g}"
 
 
 def validated(head: Path, pairs, max_tokens: int) -> dict:
@@ -68,14 +78,16 @@ def validated(head: Path, pairs, max_tokens: int) -> dict:
     return reading
 
 
-def choose(validation: dict[int, dict]) -> int:
-    """The depth with the best validation accuracy; among equals, the fewest blocks."""
-    return min(validation, key=lambda blocks: (-round(validation[blocks]["accuracy"], 6), blocks))
+def choose(validation: dict[tuple[int, float], dict]) -> tuple[int, float]:
+    """The (blocks, epochs) variant with the best validation accuracy; among equals, the cheapest: the
+    fewest blocks, then the fewest epochs."""
+    return min(validation, key=lambda variant: (-round(validation[variant]["accuracy"], 6), *variant))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--blocks", default="8,16", help="comma-separated depths to choose from (30 = every block)")
+    parser.add_argument("--epochs", default="1", help="comma-separated epoch counts to choose from, for every depth")
     parser.add_argument("--model", default="packaged", help="base model alias or directory")
     parser.add_argument("--n-train", type=int, default=800, help="valid records that train (the rest are held out)")
     parser.add_argument("--limit-train", type=int, default=None, help="train on the first N training pairs only (smoke runs)")
@@ -87,6 +99,9 @@ def main() -> None:
     depths = sorted({int(b) for b in args.blocks.split(",") if b.strip()})
     if not depths or min(depths) < 1 or max(depths) > N_BLOCKS:
         parser.error(f"--blocks: depths between 1 and {N_BLOCKS}")
+    epoch_counts = sorted({float(e) for e in args.epochs.split(",") if e.strip()})
+    if not epoch_counts or min(epoch_counts) <= 0:
+        parser.error("--epochs: positive epoch counts")
     start_logging()
     if missing_data(DATA):
         return
@@ -96,45 +111,48 @@ def main() -> None:
     train, held_out, _ = load_data(args.n_train, args.limit_train, args.n_eval)
     n_validation = VALIDATION if args.limit_train is None else max(2, len(train) // 5)
     fit, validation_pairs = train[:-n_validation], train[-n_validation:]
-    print(f"data: {len(fit)} pairs fit and {len(validation_pairs)} validate each depth; the chosen depth trains on "
+    print(f"data: {len(fit)} pairs fit and {len(validation_pairs)} validate each variant; the chosen one trains on "
           f"all {len(train)} and is measured on {len(held_out)} held-out pairs")
-    validation: dict[int, dict] = {}
+    validation: dict[tuple[int, float], dict] = {}
     with tempfile.TemporaryDirectory(prefix="depth-") as scratch:
         root = Path(args.keep) if args.keep else Path(scratch)
         for blocks in depths:
-            recipe = depth_recipe(args.model, blocks)
-            trained = trained_head(root / f"fit-{blocks}", fit, recipe, seed=0)
-            validation[blocks] = {**validated(root / f"fit-{blocks}", validation_pairs, recipe["max_tokens"]),
-                                  "seconds": trained["seconds"], "steps": trained["steps"]}
-            v = validation[blocks]
-            print(f"{blocks} blocks: validation accuracy {v['accuracy']:.3f} ± {v['accuracy_se']:.3f}, ECE {v['ece']:.3f}; "
-                  f"{v['steps']} steps in {v['seconds']:.0f} s")
+            for epochs in epoch_counts:
+                recipe, name = depth_recipe(args.model, blocks, epochs), variant_name(blocks, epochs)
+                trained = trained_head(root / f"fit-{name}", fit, recipe, seed=0)
+                v = validation[blocks, epochs] = {
+                    **validated(root / f"fit-{name}", validation_pairs, recipe["max_tokens"]),
+                    "seconds": trained["seconds"], "steps": trained["steps"]}
+                print(f"{blocks} blocks, {epochs:g} epoch(s): validation accuracy {v['accuracy']:.3f} ± "
+                      f"{v['accuracy_se']:.3f}, ECE {v['ece']:.3f}; {v['steps']} steps in {v['seconds']:.0f} s")
         if args.validation_only:
             return
-        chosen = choose(validation)
-        recipe = depth_recipe(args.model, chosen)
-        final = trained_head(root / f"all-{chosen}", train, recipe, seed=0)
-        held = evaluate(root / f"all-{chosen}", held_out, recipe["max_tokens"])
-    print(f"chosen: {chosen} blocks; held-out accuracy {held['accuracy']:.3f} ± {held['accuracy_se']:.3f}, "
-          f"ECE {held['ece']:.3f}; {final['steps']} steps in {final['seconds']:.0f} s")
+        blocks, epochs = chosen = choose(validation)
+        recipe = depth_recipe(args.model, blocks, epochs)
+        final = trained_head(root / f"all-{variant_name(blocks, epochs)}", train, recipe, seed=0)
+        held = evaluate(root / f"all-{variant_name(blocks, epochs)}", held_out, recipe["max_tokens"])
+    print(f"chosen: {blocks} blocks, {epochs:g} epoch(s); held-out accuracy {held['accuracy']:.3f} ± "
+          f"{held['accuracy_se']:.3f}, ECE {held['ece']:.3f}; {final['steps']} steps in {final['seconds']:.0f} s")
 
-    lines = [f"| blocks trained | validation accuracy ({len(validation_pairs)} pairs) | validation ECE "
+    lines = [f"| blocks trained | epochs | validation accuracy ({len(validation_pairs)} pairs) | validation ECE "
              f"| train s ({len(fit)} pairs) | s / step |",
-             "|---|---|---|---|---|"]
-    for blocks, v in validation.items():
-        mark = " (chosen)" if blocks == chosen else ""
-        lines.append(f"| {blocks}{mark} | {v['accuracy']:.3f} ± {v['accuracy_se']:.3f} | {v['ece']:.3f} | "
+             "|---|---|---|---|---|---|"]
+    for (b, e), v in validation.items():
+        mark = " (chosen)" if (b, e) == chosen else ""
+        lines.append(f"| {b}{mark} | {e:g} | {v['accuracy']:.3f} ± {v['accuracy_se']:.3f} | {v['ece']:.3f} | "
                      f"{v['seconds']:.0f} | {v['seconds'] / max(v['steps'], 1):.1f} |")
-    lines += ["", f"The chosen depth, {chosen} blocks, trained on all {len(train)} pairs ({final['seconds']:.0f} s) and "
-                  f"measured once on the {len(held_out)} held-out pairs: **{held['accuracy']:.3f}** ± "
-                  f"{held['accuracy_se']:.3f}, ECE {held['ece']:.3f}."]
-    publish(SECTION, "How many blocks the harmless reward head trains (bench/harmless_depth.py)",
-            ". bench/warm_heads.py's recipe (chat template, oldest tokens cut at 504, lr 5e-5, 4 pairs a step, one "
-            f"epoch, cosine, seed 0), the depth chosen on the last {len(validation_pairs)} of the {len(train)} "
-            "training pairs; only the chosen depth is measured on the held-out pairs.",
+    lines += ["", f"The chosen variant, {blocks} blocks for {epochs:g} epoch(s), trained on all {len(train)} pairs "
+                  f"({final['seconds']:.0f} s) and measured once on the {len(held_out)} held-out pairs: "
+                  f"**{held['accuracy']:.3f}** ± {held['accuracy_se']:.3f}, ECE {held['ece']:.3f}."]
+    publish(SECTION, "How many blocks and epochs the harmless reward head trains (bench/harmless_depth.py)",
+            ". bench/warm_heads.py's recipe (chat template, oldest tokens cut at 504, lr 5e-5, 4 pairs a step, "
+            f"cosine over all epochs, seed 0), the variant chosen on the last {len(validation_pairs)} of the "
+            f"{len(train)} training pairs; only the chosen one is measured on the held-out pairs.",
             lines, smoke=args.limit_train is not None or args.n_eval is not None)
-    figures = " ".join(f"val_acc_{b}={v['accuracy']:.3f} train_s_{b}={v['seconds']:.0f}" for b, v in validation.items())
-    print(f"RESULT chosen_blocks={chosen} harmless_acc={held['accuracy']:.3f} harmless_ece={held['ece']:.3f} {figures}")
+    figures = " ".join(f"val_acc_{variant_name(b, e)}={v['accuracy']:.3f} train_s_{variant_name(b, e)}={v['seconds']:.0f}"
+                       for (b, e), v in validation.items())
+    print(f"RESULT chosen_blocks={blocks} chosen_epochs={epochs:g} harmless_acc={held['accuracy']:.3f} "
+          f"harmless_ece={held['ece']:.3f} {figures}")
 
 
 if __name__ == "__main__":

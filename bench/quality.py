@@ -100,7 +100,8 @@ def helpful_pairs(rows: list[dict], per_prompt: int) -> list[dict]:
     """prompt/chosen/rejected records: candidates preferred over the reference (preference > 1.5)
     against ones that are not (< 1.5), at most `per_prompt` per prompt, the widest preference gaps
     first. Every (preferred, not preferred) combination of a prompt is a pair, so a prompt with
-    several of each gives several contrasts that share the prompt: the contrast best-of-n asks for."""
+    several of each gives several contrasts that share the prompt: the contrast best-of-n asks for.
+    Each record carries its preference gap (`gap`, in (0, 1]) for a recipe with margin_per_gap."""
     records = []
     for row in rows:
         winners = [c for c in row["candidates"] if c["preference"] > 1.5]
@@ -108,7 +109,8 @@ def helpful_pairs(rows: list[dict], per_prompt: int) -> list[dict]:
         combos = sorted(itertools.product(winners, losers), key=lambda p: p[1]["preference"] - p[0]["preference"])
         for good, bad in combos[:per_prompt]:
             records.append({"prompt": row["instruction"], "chosen": good["output"], "rejected": bad["output"],
-                            "dimension": "helpful", "source": "alpacaeval"})
+                            "dimension": "helpful", "source": "alpacaeval",
+                            "gap": round(good["preference"] - bad["preference"], 6)})
     return records
 
 
