@@ -196,10 +196,13 @@ def main() -> None:
     if cache and cache.is_file():
         with np.load(cache) as stored:
             features = {name: stored[name] for name in BLOCKS}
+        timing = f"features read from {cache} (an earlier run of this command computed them)"
     else:
         features = extract_features(rows)
         if cache:
             np.savez(cache, **features)
+        timing = f"features {(time.time() - started) / 60:.0f} min"
+    fitting = time.time()
     wins = np.array([[c["preference"] - 1.0 for c in r["candidates"]] for r in rows])
     seed, held = slice(0, SEED_PROMPTS), slice(SEED_PROMPTS, len(rows))
     chars = np.array([[len(c["output"]) for c in r["candidates"]] for r in rows])
@@ -227,7 +230,6 @@ def main() -> None:
     odin_results = [r for r in results if r[2].startswith(ODIN)]
     odin = max(odin_results, key=lambda r: r[0])
     o = held_out(odin)
-    minutes = (time.time() - started) / 60
     by_set: dict[str, dict[bool, float]] = {}
     for value, set_names, set_label, _ in results:
         best = by_set.setdefault("+".join(set_names), {})
@@ -235,7 +237,7 @@ def main() -> None:
         best[kind] = max(best.get(kind, 0.0), value)
     lines = [
         "## The packaged model's frozen features as a helpful ranker (bench/frozen_ranker.py)", "",
-        f"`{command_line()}` — {reading_label()}, {minutes:.0f} min. Cross-validated best-of-11 on the "
+        f"`{command_line()}` — {reading_label()}; {timing}, rankers {(time.time() - fitting) / 60:.1f} min. Cross-validated best-of-11 on the "
         f"{SEED_PROMPTS} seed prompts (5 folds × 3 shuffles; the longest rule gives {cv_longest:.3f} there), "
         "the best ranker per feature set. The length-disentangled rankers (ODIN's idea in linear form) fit the "
         "length block with the others and leave it out when scoring:", "",
