@@ -12,9 +12,10 @@ preference? Each of the 11 candidates of an AlpacaEval prompt is read once by th
 
 Features are centred within each prompt (only the ranking among one prompt's candidates counts).
 A ranker — ridge regression on the graded preference; the same with the length block fitted beside
-the others and left out when scoring (length-disentangled, ODIN's idea in linear form); or (on the
-small feature sets) a logistic regression on the feature differences of every candidate pair whose
-preferences differ, weighted by the gap — is chosen with its regularisation by 5-fold
+the others and left out when scoring (length-disentangled, ODIN's idea in linear form); or a
+logistic regression on the feature differences of every candidate pair whose preferences differ,
+weighted by the gap (on the hidden-state sets, through their first 16 principal components) — is
+chosen with its regularisation by 5-fold
 cross-validation over the seed prompts (the first 200, as
 bench/quality.py lays the data out), three shuffles of the folds averaged. The chosen ranker is fitted
 on all seed prompts and measured once on the 203 held-out prompts, next to random, the longest-response
@@ -57,8 +58,10 @@ FEATURE_SETS = (("length",), ("logprob",), ("length", "logprob"), ("mean",), ("l
 RIDGE_ALPHAS = (1.0, 10.0, 100.0, 1e3, 1e4)
 PAIR_CS = (1e-3, 1e-2, 1e-1)
 # The pairwise logistic regression fits ~16,000 difference vectors per fold: quick on the length and
-# log-probability features, tens of minutes per feature set on the hidden states, where ridge is used alone.
+# log-probability features, tens of minutes per feature set on the hidden states, which it therefore
+# reads through their first principal components.
 MAX_PAIRWISE_WIDTH = 16
+PCA_COMPONENTS = 16  # wider sets go to the pairwise ranker through this many principal components
 MAX_TOKENS = 1024
 ODIN = "length dropped,"  # label prefix of the length-disentangled rankers (fit_ridge's drop_first)
 
@@ -130,10 +133,24 @@ def fit_ridge(alpha: float, drop_first: int = 0):
     return fit
 
 
-def fit_pairwise(c: float, min_gap: float = 0.1):
+def fit_pairwise(c: float, min_gap: float = 0.1, components: int | None = None):
+    """Logistic regression on the feature differences of every candidate pair whose preferences differ
+    by more than `min_gap`, each weighted by its gap. With `components`, the standardised features are
+    first projected on that many principal components, fitted on the training prompts' candidates
+    only (no labels), so that the hidden-state sets fit in seconds."""
+    from sklearn.decomposition import PCA
     from sklearn.linear_model import LogisticRegression
 
     def fit(x, wins):
+        if components is not None:
+            d = x.shape[-1]
+            scale = x.reshape(-1, d).std(0) + 1e-6
+            pca = PCA(n_components=components, random_state=0).fit(x.reshape(-1, d) / scale)
+
+            def project(z):
+                return pca.transform(z.reshape(-1, d) / scale).reshape(len(z), -1, components)
+            score = fit_pairwise(c, min_gap)(project(x), wins)
+            return lambda z: score(project(z))
         d = x.shape[-1]
         scale = x.reshape(-1, d).std(0) + 1e-6
         diffs, weights = [], []
@@ -159,12 +176,22 @@ def rankers(width: int, length_width: int = 0):
         yield from ((f"{ODIN} ridge α={a:g}", fit_ridge(a, drop_first=length_width)) for a in RIDGE_ALPHAS)
     if width <= MAX_PAIRWISE_WIDTH:
         yield from ((f"pairwise logistic C={c:g}", fit_pairwise(c)) for c in PAIR_CS)
+    else:
+        yield from ((f"pairwise logistic on {PCA_COMPONENTS} principal components C={c:g}",
+                     fit_pairwise(c, components=PCA_COMPONENTS)) for c in PAIR_CS)
 
 
 def length_width(features: dict[str, np.ndarray], names: tuple[str, ...]) -> int:
     """How many leading columns of `design(features, names)` are the length block, when it has other
     blocks beside it (dropping the only block would leave nothing to rank by)."""
     return features["length"].shape[-1] if names[0] == "length" and len(names) > 1 else 0
+
+
+def set_row(name: str, best: dict[str, float]) -> str:
+    """A feature set's table row: its best cross-validated figure by kind of ranker."""
+    odin = f"{best['odin']:.3f}" if "odin" in best else "no other block" if "length" in name else "no length block"
+    pca = f"{best['pca']:.3f}" if "pca" in best else "narrow set: pairwise on the features themselves"
+    return f"| {name} | {best['plain']:.3f} | {odin} | {pca} |"
 
 
 def cross_validated_bon(x: np.ndarray, wins: np.ndarray, fit, folds: int = 5, shuffles: int = 3) -> float:
@@ -230,20 +257,21 @@ def main() -> None:
     odin_results = [r for r in results if r[2].startswith(ODIN)]
     odin = max(odin_results, key=lambda r: r[0])
     o = held_out(odin)
-    by_set: dict[str, dict[bool, float]] = {}
+    by_set: dict[str, dict[str, float]] = {}
     for value, set_names, set_label, _ in results:
         best = by_set.setdefault("+".join(set_names), {})
-        kind = set_label.startswith(ODIN)
+        kind = "odin" if set_label.startswith(ODIN) else "pca" if "principal" in set_label else "plain"
         best[kind] = max(best.get(kind, 0.0), value)
     lines = [
         "## The packaged model's frozen features as a helpful ranker (bench/frozen_ranker.py)", "",
         f"`{command_line()}` — {reading_label()}; {timing}, rankers {(time.time() - fitting) / 60:.1f} min. Cross-validated best-of-11 on the "
         f"{SEED_PROMPTS} seed prompts (5 folds × 3 shuffles; the longest rule gives {cv_longest:.3f} there), "
-        "the best ranker per feature set. The length-disentangled rankers (ODIN's idea in linear form) fit the "
-        "length block with the others and leave it out when scoring:", "",
-        "| features | cross-validated best-of-11 | length-disentangled |", "|---|---|---|",
-        *[f"| {k} | {v[False]:.3f} | {f'{v[True]:.3f}' if True in v else 'no other block'} |"
-          if "length" in k else f"| {k} | {v[False]:.3f} | no length block |" for k, v in by_set.items()], "",
+        "the best regularisation per feature set and kind of ranker. The length-disentangled rankers (ODIN's idea in linear form) fit the "
+        "length block with the others and leave it out when scoring; the hidden-state sets also go to the "
+        f"gap-weighted pairwise ranker through their first {PCA_COMPONENTS} principal components:", "",
+        "| features | ridge, or on narrow sets also pairwise | length-disentangled ridge | pairwise on principal components |",
+        "|---|---|---|---|",
+        *[set_row(name, best) for name, best in by_set.items()], "",
         f"Chosen on the seed prompts: {'+'.join(names)}, {label} (cv {cv_bon:.3f}); the best length-disentangled "
         f"ranker there: {'+'.join(odin[1])}, {odin[2]} (cv {odin[0]:.3f}). Each is measured once on the "
         f"{len(items)} held-out prompts:", "",
