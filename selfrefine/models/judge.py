@@ -97,6 +97,7 @@ class Judge:
         rendered = [self._fit(lambda ctx, it=it: P.with_demonstrations(
             P.absolute_prompt(ctx, it.response, self.dimension(it.dimension)), self.absolute_demonstrations),
             it.context) for it in items]
+        _warn_over_budget(rendered, self.max_length)
         logits, vocab_lp = self._answer_scores([r.text for r in rendered], self._yes_no)
         scores = []
         for r, (l_yes, l_no), (v_yes, v_no) in zip(rendered, logits, vocab_lp):
@@ -117,6 +118,7 @@ class Judge:
             for a, b in ((it.response_a, it.response_b), (it.response_b, it.response_a)):
                 rendered.append(self._fit(lambda ctx, a=a, b=b, dim=dim: P.with_demonstrations(
                     P.pairwise_prompt(ctx, a, b, dim), self.pairwise_demonstrations), it.context))
+        _warn_over_budget(rendered, self.max_length)
         logits, _ = self._answer_scores([r.text for r in rendered], self._a_b)
         verdicts = []
         for i in range(len(items)):
@@ -150,15 +152,17 @@ class Judge:
         for swapped in orders:
             if counts[swapped] == 0:
                 continue
-            prompts = []
+            fitted = []
             for n, it in enumerate(items):
                 hint = hints[n] if hints is not None else None
                 a, b = (it.response_b, it.response_a) if swapped else (it.response_a, it.response_b)
                 if swapped and hint is not None:
                     hint = "B" if hint == "A" else "A"
                 dim = self.dimension(it.dimension)
-                prompts.append(self._fit(lambda ctx, a=a, b=b, dim=dim, hint=hint: P.cot_prompt(
-                    ctx, a, b, dim, hint=hint), it.context, reserve=params.max_new_tokens).text)
+                fitted.append(self._fit(lambda ctx, a=a, b=b, dim=dim, hint=hint: P.cot_prompt(
+                    ctx, a, b, dim, hint=hint), it.context, reserve=params.max_new_tokens))
+            _warn_over_budget(fitted, self.max_length - params.max_new_tokens)
+            prompts = [r.text for r in fitted]
             run = SamplingParams(n=counts[swapped], temperature=params.temperature, top_p=params.top_p,
                                  max_new_tokens=params.max_new_tokens,
                                  seed=None if params.seed is None else params.seed + int(swapped),
@@ -179,11 +183,7 @@ class Judge:
     # -- internals --
 
     def _fit(self, render, context, reserve: int = 0) -> P.RenderedPrompt:
-        rendered = P.fit_to_budget(render, context, self.tokenizer, self.max_length, reserve_tokens=reserve)
-        if rendered.over_budget:
-            logger.warning("prompt of %d tokens exceeds max_length=%d even without context: the "
-                           "response alone is too long", rendered.n_tokens, self.max_length)
-        return rendered
+        return P.fit_to_budget(render, context, self.tokenizer, self.max_length, reserve_tokens=reserve)
 
     def _answer_ids(self, answers: tuple[str, str]) -> list[list[int]]:
         """Token ids of each answer as they follow "Answer:" in a prompt (tokenised in place)."""
@@ -263,6 +263,18 @@ class Judge:
             progress.update(len(idx))
         progress.close()
         return results
+
+
+def _warn_over_budget(rendered: Sequence[P.RenderedPrompt], budget: int) -> None:
+    """One warning for the prompts of a call that exceed `budget` tokens with their whole context cut:
+    their responses alone are too long. They are scored all the same, the response whole (nothing
+    is dropped, no response is cut), at the cost of a longer forward pass."""
+    over = [r.n_tokens for r in rendered if r.over_budget]
+    if over:
+        logger.warning("judge: %d of %d prompts exceed their budget of %d tokens even without context (the "
+                       "response alone is too long; the longest has %d tokens); they are scored with their context cut "
+                       "away and the response whole", len(over),
+                       len(rendered), budget, max(over))
 
 
 def _log_softmax2(a: float, b: float) -> tuple[float, float]:

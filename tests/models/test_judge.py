@@ -102,6 +102,26 @@ def test_long_context_is_cut_and_reported(tiny):
     assert score.score == pytest.approx(reference.score, abs=1e-5)
 
 
+def test_responses_too_long_for_max_length_are_read_whole_under_one_warning(tiny, caplog):
+    """A response longer than the budget costs its prompt the whole context, and is still scored."""
+    long_answers = ["words " * 200, "more words " * 150]
+    items = [AbsoluteItem(CTX, r, "helpful") for r in ["Fine.", *long_answers]]
+    judge = Judge(*tiny, max_length=128)
+    with caplog.at_level("WARNING", logger="selfrefine.models.judge"):
+        scores = judge.score_absolute(items)
+        judge.compare([PairItem(CTX, "Fine.", long_answers[0], "helpful")])
+    assert len(scores) == 3  # none is dropped
+    # Read as a judge with room for everything reads them once the question is cut away: the
+    # response itself is never cut.
+    cut = [AbsoluteItem([{"role": "user", "content": ""}], r, "helpful") for r in long_answers]
+    reference = Judge(*tiny, max_length=10_000).score_absolute(cut)
+    assert [s.score for s in scores[1:]] == pytest.approx([s.score for s in reference], abs=1e-5)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 2, warnings  # one per call, not one per prompt
+    assert "2 of 3 prompts exceed their budget of 128 tokens" in warnings[0]
+    assert "2 of 2 prompts" in warnings[1]  # the pair's two presentation orders
+
+
 def test_pairwise_combines_both_orders(tiny):
     items = [PairItem(LONG_CTX, RESPONSES[4], RESPONSES[5]), PairItem(CTX, RESPONSES[0], RESPONSES[1], "harmless")]
     verdicts = Judge(*tiny, batch_size=3).compare(items)
