@@ -8,7 +8,11 @@ preference? Each of the 11 candidates of an AlpacaEval prompt is read once by th
 - `logprob`: the response's mean and summed token log-probability under the model, and the mean over
   its first 32 tokens;
 - `last`, `mean`, `mid`: the last layer's hidden state at the last token, its mean over the response
-  tokens, and the middle layer's mean over them (576 numbers each).
+  tokens, and the middle layer's mean over them (576 numbers each);
+- `judge`: the generative judge's helpful reading of the response — the packaged model asked
+  selfrefine's absolute Yes/No question (`load_judge`, `score_absolute`): log P(Yes)/P(No) and the
+  paper's score. Rankers on it alone, or beside the other blocks, are the issue's "combining the
+  reward head with the generative judge's helpful reading" on frozen features.
 
 Features are centred within each prompt (only the ranking among one prompt's candidates counts).
 A ranker — ridge regression on the graded preference; the same with the length block fitted beside
@@ -24,8 +28,9 @@ by the same cross-validation, with its length bias. Nothing is chosen on the hel
 
     python bench/frozen_ranker.py [--features FILE]    # FILE caches the features between runs
 
-About 25 minutes on two cores with native bf16 for the features (4,433 forward passes), a minute for
-the rankers. Full runs write this script's section of bench/RESULTS.md.
+About 25 minutes on two cores with native bf16 for the model's features (4,433 forward passes), 15
+for the judge's reading, two for the rankers; a --features cache computed before the judge block
+existed gains it on the next run. Full runs write this script's section of bench/RESULTS.md.
 
 Last line: RESULT frozen_bon=… frozen_bon_se=… longest_bon=… margin=… margin_se=… length_spearman=… cv_bon=… cv_longest=…
 odin_bon=… odin_margin=… odin_length_spearman=…
@@ -52,9 +57,11 @@ from results_file import write_section  # noqa: E402
 
 SECTION = "bench/frozen_ranker.py"
 SEED_PROMPTS = 200  # bench/quality.py's seed prompts; the rest are its held-out best-of-11 prompts
-BLOCKS = ("length", "logprob", "last", "mean", "mid")
+MODEL_BLOCKS = ("length", "logprob", "last", "mean", "mid")  # one forward pass of the model per candidate
+BLOCKS = (*MODEL_BLOCKS, "judge")  # the judge block is read apart: the Yes/No prompt wraps the response
 FEATURE_SETS = (("length",), ("logprob",), ("length", "logprob"), ("mean",), ("last",), ("mid",),
-                ("length", "logprob", "mean"), ("length", "logprob", "last"), ("length", "logprob", "mean", "mid"))
+                ("length", "logprob", "mean"), ("length", "logprob", "last"), ("length", "logprob", "mean", "mid"),
+                ("judge",), ("length", "judge"), ("length", "logprob", "judge"), ("length", "logprob", "last", "judge"))
 RIDGE_ALPHAS = (1.0, 10.0, 100.0, 1e3, 1e4)
 PAIR_CS = (1e-3, 1e-2, 1e-1)
 # The pairwise logistic regression fits ~16,000 difference vectors per fold: quick on the length and
@@ -84,7 +91,7 @@ def extract_features(rows: list[dict]) -> dict[str, np.ndarray]:
     dtype = torch.bfloat16 if bf16_supported() else torch.float32
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).eval()
     middle = model.config.num_hidden_layers // 2
-    out: dict[str, list] = {name: [] for name in BLOCKS}
+    out: dict[str, list] = {name: [] for name in MODEL_BLOCKS}
     n = sum(len(r["candidates"]) for r in rows)
     with Progress("frozen features", n, "responses", min_interval=30) as progress, torch.inference_mode():
         for row in rows:
@@ -107,6 +114,21 @@ def extract_features(rows: list[dict]) -> dict[str, np.ndarray]:
                 out["mid"].append(hidden[middle][0, response].float().mean(0).numpy())
                 progress.update(1)
     return {name: np.asarray(v, dtype=np.float64).reshape(len(rows), 11, -1) for name, v in out.items()}
+
+
+def judge_reading(rows: list[dict]) -> dict[str, np.ndarray]:
+    """The `judge` block: the packaged model as selfrefine's generative judge, asked whether each
+    candidate is helpful (its absolute Yes/No prompt): log-odds of Yes and the absolute score."""
+    from selfrefine.models.judge_kind import load_judge
+    from selfrefine.models.judge_types import AbsoluteItem
+
+    judge = load_judge("packaged", max_length=MAX_TOKENS)  # bf16 where the CPU runs it natively
+    items = [AbsoluteItem([{"role": "user", "content": r["instruction"]}], c["output"], "helpful")
+             for r in rows for c in r["candidates"]]
+    scores = judge.score_absolute(items)
+    p_yes = np.clip([s.p_yes for s in scores], 1e-6, 1 - 1e-6)
+    block = np.stack([np.log(p_yes / (1 - p_yes)), [s.score for s in scores]], axis=-1)
+    return {"judge": block.reshape(len(rows), 11, -1)}
 
 
 def design(features: dict[str, np.ndarray], names: tuple[str, ...]) -> np.ndarray:
@@ -220,15 +242,21 @@ def main() -> None:
     started = time.time()
     rows = read_rows()
     cache = Path(args.features) if args.features else None
+    features: dict[str, np.ndarray] = {}
     if cache and cache.is_file():
         with np.load(cache) as stored:
-            features = {name: stored[name] for name in BLOCKS}
-        timing = f"features read from {cache} (an earlier run of this command computed them)"
-    else:
-        features = extract_features(rows)
-        if cache:
-            np.savez(cache, **features)
-        timing = f"features {(time.time() - started) / 60:.0f} min"
+            features = {name: stored[name] for name in BLOCKS if name in stored}
+    cached = [name for name in BLOCKS if name in features]
+    if set(MODEL_BLOCKS) - set(features):
+        features.update(extract_features(rows))
+    if "judge" not in features:
+        features.update(judge_reading(rows))
+    computed = [name for name in BLOCKS if name not in cached]
+    if cache and computed:
+        np.savez(cache, **features)
+    timing = "; ".join(part for part in (
+        f"{', '.join(cached)} read from {cache} (an earlier run of this command computed them)" if cached else "",
+        f"{', '.join(computed)} computed in {(time.time() - started) / 60:.0f} min" if computed else "") if part)
     fitting = time.time()
     wins = np.array([[c["preference"] - 1.0 for c in r["candidates"]] for r in rows])
     seed, held = slice(0, SEED_PROMPTS), slice(SEED_PROMPTS, len(rows))
