@@ -236,7 +236,6 @@ def main() -> None:
         return
     start_logging()
     from selfrefine.data.schema import BestOfNItem, Candidate
-    from selfrefine.models.loading import bf16_supported
     from selfrefine.scoring.metrics import best_of_n_metrics
 
     started = time.time()
