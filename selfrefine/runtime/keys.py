@@ -5,6 +5,9 @@ version, the config fields that affect its output (after `Stage.pin`), the input
 (by role) and the seed. Config fields that only change how fast or
 where a stage runs (batch sizes for scoring, placement, log intervals) are marked with
 `json_schema_extra={"affects_output": False}` and left out, so changing them reuses the result.
+A field added after runs exist, whose default does what the code did before it, is marked
+`json_schema_extra={"key_omits_default": True}`: left out while at its default, so the runs and
+stage results recorded before it existed keep their keys and config digests (and resume).
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ def output_affecting(config: BaseModel) -> dict[str, Any]:
         if extra.get("affects_output") is False:
             continue
         value = getattr(config, name)
+        if extra.get("key_omits_default") and value == info.get_default(call_default_factory=True):
+            continue
         data[name] = output_affecting(value) if isinstance(value, BaseModel) else _jsonable(value)
     return data
 

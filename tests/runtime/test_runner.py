@@ -8,9 +8,12 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 
 from selfrefine.errors import ArtifactIntegrityError, LeaseHeldError, NotFoundError
+from selfrefine.models.training.reward_config import RewardRecipeConfig
+from selfrefine.runtime.keys import output_affecting
 from selfrefine.runtime.runner import run_stage
 from selfrefine.runtime.stage import Stage
 from selfrefine.storage import repository as repo
@@ -220,3 +223,17 @@ def test_two_processes_writing_stage_runs_concurrently_lose_nothing(store, db_ur
         assert len(completed) == 40
         assert s.scalar(select(func.count()).select_from(Artifact)) == 40
     _consistent(store)
+
+
+def test_a_field_added_at_a_neutral_default_leaves_existing_keys_as_they_were():
+    class Before(BaseModel):
+        repeat: int = 2
+
+    class After(Before):
+        scale: float = Field(0.0, json_schema_extra={"key_omits_default": True})
+
+    assert output_affecting(After()) == output_affecting(Before())  # recorded runs keep their keys
+    assert output_affecting(After(scale=2.0)) == {"repeat": 2, "scale": 2.0}  # a change still recomputes
+    recipe = RewardRecipeConfig()
+    assert "margin_per_gap" not in output_affecting(recipe)
+    assert output_affecting(recipe.model_copy(update={"margin_per_gap": 2.0}))["margin_per_gap"] == 2.0

@@ -60,7 +60,7 @@ class RewardRecipeConfig(TrainingConfig):
         "way when scoring): 'plain' = the dimension's definition, \"Human: …\" / \"Assistant: …\" turns, "
         "<endofcontext>, \"Assistant: {response}\"; 'chat_template' = the model's own chat template with the "
         "definition as the system turn. Needs a tokenizer with a chat template."))
-    margin_per_gap: float = Field(0.0, ge=0.0, description=(
+    margin_per_gap: float = Field(0.0, ge=0.0, json_schema_extra={"key_omits_default": True}, description=(
         "Bradley–Terry margin per unit of a pair's preference gap (the pairs' `gap` field, for graded sources "
         "such as AlpacaEval's preferences): the loss becomes −log σ(r_c − r_r − margin_per_gap·gap), so a pair "
         "the source prefers by more must be separated by more (Llama 2's margin loss; TRL's `margin` column). "
