@@ -164,17 +164,15 @@ def fit_pairwise(c: float, min_gap: float = 0.1, components: int | None = None):
     from sklearn.linear_model import LogisticRegression
 
     def fit(x, wins):
+        d = x.shape[-1]
+        scale = x.reshape(-1, d).std(0) + 1e-6
         if components is not None:
-            d = x.shape[-1]
-            scale = x.reshape(-1, d).std(0) + 1e-6
             pca = PCA(n_components=components, random_state=0).fit(x.reshape(-1, d) / scale)
 
             def project(z):
                 return pca.transform(z.reshape(-1, d) / scale).reshape(len(z), -1, components)
             score = fit_pairwise(c, min_gap)(project(x), wins)
             return lambda z: score(project(z))
-        d = x.shape[-1]
-        scale = x.reshape(-1, d).std(0) + 1e-6
         diffs, weights = [], []
         for i in range(len(x)):
             for a, b in itertools.combinations(range(x.shape[1]), 2):

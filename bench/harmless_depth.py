@@ -129,8 +129,9 @@ def main() -> None:
             return
         blocks, epochs = chosen = choose(validation)
         recipe = depth_recipe(args.model, blocks, epochs)
-        final = trained_head(root / f"all-{variant_name(blocks, epochs)}", train, recipe, seed=0)
-        held = evaluate(root / f"all-{variant_name(blocks, epochs)}", held_out, recipe["max_tokens"])
+        head = root / f"all-{variant_name(blocks, epochs)}"
+        final = trained_head(head, train, recipe, seed=0)
+        held = evaluate(head, held_out, recipe["max_tokens"])
     print(f"chosen: {blocks} blocks, {epochs:g} epoch(s); held-out accuracy {held['accuracy']:.3f} ± "
           f"{held['accuracy_se']:.3f}, ECE {held['ece']:.3f}; {final['steps']} steps in {final['seconds']:.0f} s")
 

@@ -272,9 +272,8 @@ def _warn_over_budget(rendered: Sequence[P.RenderedPrompt], budget: int) -> None
     over = [r.n_tokens for r in rendered if r.over_budget]
     if over:
         logger.warning("judge: %d of %d prompts exceed their budget of %d tokens even without context (the "
-                       "response alone is too long; the longest has %d tokens); they are scored with their context cut "
-                       "away and the response whole", len(over),
-                       len(rendered), budget, max(over))
+                       "response alone is too long; the longest has %d tokens); they are scored with their "
+                       "context cut away and the response whole", len(over), len(rendered), budget, max(over))
 
 
 def _log_softmax2(a: float, b: float) -> tuple[float, float]:
