@@ -19,8 +19,11 @@ Pairwise: each pair is judged in both orders (A/B swapped) in the same batched p
 probability that response A is better is the mean of the two orders, and `consistent` says
 whether both orders picked the same response (position-bias check).
 
-Inputs are sorted by token length and left-padded in batches under `torch.inference_mode()`; over-long
-contexts lose their oldest turns first (`prompts.fit_to_budget`), never the response.
+Inputs are sorted by token length and left-padded in batches under `torch.inference_mode()`. An
+over-long prompt loses its oldest context turns first; when its responses alone are still too long,
+they lose their tails (`prompts.fit_with_responses`), so `max_length` bounds every forward pass, as
+the reward head's does. `truncated` counts the prompts read without their responses' tails, over
+the judge's lifetime.
 
 The items and answers (`AbsoluteItem`, `PairItem`, `AbsoluteScore`, `PairVerdict`, `CotVerdict`)
 are the shared judge types of `judge_types`.
@@ -65,6 +68,7 @@ class Judge:
         self.pairwise_demonstrations = tuple(pairwise_demonstrations)
         self.log_every_seconds = log_every_seconds
         self._backend = backend
+        self.truncated = 0  # prompts whose responses lost their tail, over all calls
         self._yes_no = self._answer_ids((P.YES, P.NO))
         self._a_b = self._answer_ids((P.OPTION_A, P.OPTION_B))
 
@@ -94,10 +98,10 @@ class Judge:
     def score_absolute(self, items: Sequence[AbsoluteItem | Mapping]) -> list[AbsoluteScore]:
         """Absolute scores in input order (see the module docstring for the definition)."""
         items = [coerce_item(i, AbsoluteItem) for i in items]
-        rendered = [self._fit(lambda ctx, it=it: P.with_demonstrations(
-            P.absolute_prompt(ctx, it.response, self.dimension(it.dimension)), self.absolute_demonstrations),
-            it.context) for it in items]
-        _warn_over_budget(rendered, self.max_length)
+        rendered = [self._fit(lambda ctx, rs, it=it: P.with_demonstrations(
+            P.absolute_prompt(ctx, rs[0], self.dimension(it.dimension)), self.absolute_demonstrations),
+            it.context, (it.response,)) for it in items]
+        self._count_cuts(rendered, self.max_length)
         logits, vocab_lp = self._answer_scores([r.text for r in rendered], self._yes_no)
         scores = []
         for r, (l_yes, l_no), (v_yes, v_no) in zip(rendered, logits, vocab_lp):
@@ -116,9 +120,9 @@ class Judge:
         for it in items:
             dim = self.dimension(it.dimension)
             for a, b in ((it.response_a, it.response_b), (it.response_b, it.response_a)):
-                rendered.append(self._fit(lambda ctx, a=a, b=b, dim=dim: P.with_demonstrations(
-                    P.pairwise_prompt(ctx, a, b, dim), self.pairwise_demonstrations), it.context))
-        _warn_over_budget(rendered, self.max_length)
+                rendered.append(self._fit(lambda ctx, rs, dim=dim: P.with_demonstrations(
+                    P.pairwise_prompt(ctx, *rs, dim), self.pairwise_demonstrations), it.context, (a, b)))
+        self._count_cuts(rendered, self.max_length)
         logits, _ = self._answer_scores([r.text for r in rendered], self._a_b)
         verdicts = []
         for i in range(len(items)):
@@ -159,9 +163,9 @@ class Judge:
                 if swapped and hint is not None:
                     hint = "B" if hint == "A" else "A"
                 dim = self.dimension(it.dimension)
-                fitted.append(self._fit(lambda ctx, a=a, b=b, dim=dim, hint=hint: P.cot_prompt(
-                    ctx, a, b, dim, hint=hint), it.context, reserve=params.max_new_tokens))
-            _warn_over_budget(fitted, self.max_length - params.max_new_tokens)
+                fitted.append(self._fit(lambda ctx, rs, dim=dim, hint=hint: P.cot_prompt(
+                    ctx, *rs, dim, hint=hint), it.context, (a, b), reserve=params.max_new_tokens))
+            self._count_cuts(fitted, self.max_length - params.max_new_tokens)
             prompts = [r.text for r in fitted]
             run = SamplingParams(n=counts[swapped], temperature=params.temperature, top_p=params.top_p,
                                  max_new_tokens=params.max_new_tokens,
@@ -182,8 +186,23 @@ class Judge:
 
     # -- internals --
 
-    def _fit(self, render, context, reserve: int = 0) -> P.RenderedPrompt:
-        return P.fit_to_budget(render, context, self.tokenizer, self.max_length, reserve_tokens=reserve)
+    def _fit(self, render, context, responses: tuple[str, ...], reserve: int = 0) -> P.RenderedPrompt:
+        return P.fit_with_responses(render, context, responses, self.tokenizer, self.max_length,
+                                    reserve_tokens=reserve)
+
+    def _count_cuts(self, rendered: Sequence[P.RenderedPrompt], budget: int) -> None:
+        """Count the prompts of a call read without their responses' tails, under one warning."""
+        cut = sum(r.responses_cut > 0 for r in rendered)
+        self.truncated += cut
+        if cut:
+            logger.warning("judge: %d of %d prompts exceed their budget of %d tokens even without context (the "
+                           "responses alone are too long); their responses were read without their tails",
+                           cut, len(rendered), budget)
+        over = [r.n_tokens for r in rendered if r.over_budget]
+        if over:
+            logger.warning("judge: %d of %d prompts exceed their budget of %d tokens with no context and empty "
+                           "responses (the longest has %d tokens): the judge's max_length is too small for its "
+                           "prompt; they are read as they are", len(over), len(rendered), budget, max(over))
 
     def _answer_ids(self, answers: tuple[str, str]) -> list[list[int]]:
         """Token ids of each answer as they follow "Answer:" in a prompt (tokenised in place)."""
@@ -263,17 +282,6 @@ class Judge:
             progress.update(len(idx))
         progress.close()
         return results
-
-
-def _warn_over_budget(rendered: Sequence[P.RenderedPrompt], budget: int) -> None:
-    """One warning for the prompts of a call that exceed `budget` tokens with their whole context cut:
-    their responses alone are too long. They are scored all the same, the response whole (nothing
-    is dropped, no response is cut), at the cost of a longer forward pass."""
-    over = [r.n_tokens for r in rendered if r.over_budget]
-    if over:
-        logger.warning("judge: %d of %d prompts exceed their budget of %d tokens even without context (the "
-                       "response alone is too long; the longest has %d tokens); they are scored with their "
-                       "context cut away and the response whole", len(over), len(rendered), budget, max(over))
 
 
 def _log_softmax2(a: float, b: float) -> tuple[float, float]:

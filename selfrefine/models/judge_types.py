@@ -95,9 +95,12 @@ class JudgeProtocol(Protocol):
     """What every judge class offers. `kind` names the class of judging ("generative" answers with
     tokens and can reason in text; "reward_head" and "sequence_classifier" give a scalar reward; a
     per-dimension judge reports its sub-judges' common kind, or "mixed"). A judge that cannot
-    reason in text raises `ConfigError` from `compare_cot`."""
+    reason in text raises `ConfigError` from `compare_cot`. `truncated` counts, over the judge's
+    lifetime, the inputs it read cut short because they would not fit its `max_length` even without
+    context (a response without its tail; a sequence classifier's conversation without its start)."""
 
     kind: str
+    truncated: int
 
     def score_absolute(self, items: Sequence[AbsoluteItem | Mapping]) -> list[AbsoluteScore]:
         """One absolute score per item, in input order."""
@@ -113,6 +116,13 @@ class JudgeProtocol(Protocol):
 
 
 # --- helpers every judge uses -------------------------------------------------------------------
+
+def truncation_metrics(judge: Any, before: int = 0) -> list[tuple[str, float, dict]]:
+    """The stage metric `responses_truncated`: the inputs `judge` read cut short since it counted
+    `before` (none for an object that does not count them)."""
+    count = getattr(judge, "truncated", None)
+    return [("responses_truncated", float(count - before), {})] if isinstance(count, int) else []
+
 
 Item = TypeVar("Item", AbsoluteItem, PairItem)
 

@@ -70,6 +70,11 @@ class PerDimensionJudge:
         items = [coerce_item(i, PairItem) for i in items]
         return self._routed("compare_cot", items, *args, per_item={"hints": hints}, **kwargs)
 
+    @property
+    def truncated(self) -> int:
+        """Inputs read cut short, over every sub-judge."""
+        return sum(getattr(judge, "truncated", 0) for judge in self.judges.values())
+
     # Demonstrations set on the router (evaluate's n-shot trick) go to every sub-judge.
     absolute_demonstrations = _shared_attribute("absolute_demonstrations")
     pairwise_demonstrations = _shared_attribute("pairwise_demonstrations")

@@ -19,6 +19,7 @@ Formats (the exact texts are pinned by tests/models/test_prompts.py):
 - `cot_prompt` / `parse_verdict`: chain-of-thought judging ending in a "Verdict: A|B" line.
 - `with_demonstrations`: few-shot demonstrations prepended to any evaluation prompt.
 - `fit_to_budget`: cut the oldest context turns until a prompt fits a token budget.
+- `fit_with_responses`: the same, then the judged responses' tails when they alone are too long.
 """
 
 from __future__ import annotations
@@ -232,7 +233,8 @@ class RenderedPrompt:
 
     `turns_cut`: whole context turns dropped from the start; `chars_cut`: characters removed from the
     start of the oldest kept turn when even that turn alone was too long; `over_budget`: the prompt
-    is still too long with every cuttable part removed (the response itself does not fit).
+    is still too long with every cuttable part removed (with `fit_to_budget`, the response itself
+    does not fit); `responses_cut`: responses that lost their tail (`fit_with_responses`).
     """
 
     text: str
@@ -240,6 +242,7 @@ class RenderedPrompt:
     turns_cut: int = 0
     chars_cut: int = 0
     over_budget: bool = False
+    responses_cut: int = 0
 
 
 def count_tokens(tokenizer: Any, text: str) -> int:
@@ -297,3 +300,44 @@ def fit_to_budget(render: Callable[[list[dict[str, str]]], str], context: Sequen
     chars = min(lo, content_len)
     text, n = size(max_cut, chars)
     return RenderedPrompt(text, n, turns_cut=max_cut, chars_cut=chars, over_budget=n > budget)
+
+
+def fit_with_responses(render: Callable[[list[dict[str, str]], tuple[str, ...]], str], context: Sequence[Turn],
+                       responses: Sequence[str], tokenizer: Any, max_tokens: int, *, reserve_tokens: int = 0,
+                       response_budget: int | None = None) -> RenderedPrompt:
+    """Render `render(context, responses)` within `max_tokens - reserve_tokens`: the oldest context
+    turns go first (`fit_to_budget`); when the responses alone are still too long, they lose their
+    tails. Every response is capped at the same number of tokens, the largest cap that fits, so the
+    longest response loses the most and a short one is kept whole.
+
+    `response_budget` (default: the same budget) is the limit the responses are cut to, for a
+    caller whose context budget is tighter than its hard limit. Still `over_budget` only when the
+    prompt does not fit with its context gone and every response empty.
+    """
+    responses = tuple(responses)
+    fitted = fit_to_budget(lambda ctx: render(ctx, responses), context, tokenizer, max_tokens,
+                           reserve_tokens=reserve_tokens)
+    budget = response_budget if response_budget is not None else max_tokens - reserve_tokens
+    if fitted.n_tokens <= budget:
+        return RenderedPrompt(fitted.text, fitted.n_tokens, fitted.turns_cut, fitted.chars_cut)
+    kept = [dict(t) for t in context][fitted.turns_cut:]
+    if kept and fitted.chars_cut:
+        kept[0]["content"] = kept[0]["content"][fitted.chars_cut:]
+    ids = [tokenizer(r, add_special_tokens=False)["input_ids"] for r in responses]
+
+    def capped(cap: int) -> tuple[str, int]:
+        text = render(kept, tuple(r if len(t) <= cap else tokenizer.decode(t[:cap]) for r, t in zip(responses, ids)))
+        return text, count_tokens(tokenizer, text)
+
+    # The largest cap that fits (a prompt's length grows with the cap: binary search).
+    lo, hi = 0, max((len(t) for t in ids), default=0) - 1
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        if capped(mid)[1] <= budget:
+            lo = mid + 1
+        else:
+            hi = mid - 1
+    cap = max(hi, 0)
+    text, n = capped(cap)
+    return RenderedPrompt(text, n, fitted.turns_cut, fitted.chars_cut, over_budget=n > budget,
+                          responses_cut=sum(len(t) > cap for t in ids))

@@ -32,9 +32,10 @@ def evaluate_judge(judge, pairs, bestofn, n_bins: int = 10, *,
                    bestofn_scoring: Literal["absolute", "yes_log_odds", "pairwise"] = "absolute") -> dict:
     """All metrics of `judge` on labelled pairs and best-of-n items (either may be empty)."""
     from selfrefine.models.judge_modes import verdicts_from_scores, yes_log_odds
-    from selfrefine.models.judge_types import AbsoluteItem, PairItem
+    from selfrefine.models.judge_types import AbsoluteItem, PairItem, truncation_metrics
 
     result: dict = {}
+    truncated_before = getattr(judge, "truncated", 0)
     if pairs:
         items = [PairItem(p.context, p.chosen, p.rejected, p.dimension) for p in pairs]
         scored = judge.score_absolute([AbsoluteItem(p.context, r, p.dimension)
@@ -66,9 +67,8 @@ def evaluate_judge(judge, pairs, bestofn, n_bins: int = 10, *,
             scores = iter(rank(s) for s in judge.score_absolute(flat))
             per_item = [[next(scores) for _ in item.candidates] for item in bestofn]
         result["bestofn"] = best_of_n_metrics(bestofn, per_item)
-    if isinstance(getattr(judge, "truncated", None), int):
-        # A reward head reads an over-long response without its tail: how often that happened here.
-        result["responses_truncated"] = judge.truncated
+    # A judge reads an over-long response without its tail: how often that happened here.
+    result.update((name, int(value)) for name, value, _ in truncation_metrics(judge, truncated_before))
     return result
 
 

@@ -19,7 +19,8 @@ class JudgeSettings(BaseModel):
     batch_size: int = Field(16, ge=1, json_schema_extra={"affects_output": False},
                             description="Prompts scored per forward pass.")
     max_length: int = Field(1024, ge=32, description=(
-        "Longest judge prompt in tokens; longer ones lose their oldest context turns."))
+        "Longest judge input in tokens; a longer one loses its oldest context turns, then its responses' "
+        "tails (counted as the stage metric responses_truncated)."))
     logprob_space: Literal["answers", "vocab"] = Field("answers", description=(
         "Log-probability in absolute scores: restricted to the two answers, or the full vocabulary "
         "(generative judges; a reward-head judge's score is its reward)."))

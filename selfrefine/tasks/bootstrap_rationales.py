@@ -104,7 +104,7 @@ def rationale_records(shown: Sequence[Shown], first, second: Mapping[int, object
 def run(ctx: StageContext) -> StageReturn:
     from selfrefine.models.generation.base import SamplingParams
     from selfrefine.models.judge_info import kinds_by_dimension
-    from selfrefine.models.judge_types import PairItem
+    from selfrefine.models.judge_types import PairItem, truncation_metrics
 
     cfg: BootstrapConfig = ctx.config
     seed = ctx.seed or 0
@@ -139,6 +139,7 @@ def run(ctx: StageContext) -> StageReturn:
                                    hints=[shown[i].label for i in missed])
         second = dict(zip(missed, hinted))
     sft, dpo, stats = rationale_records(shown, first, second, cfg.dimension_definitions)
+    stats.update((name, int(value)) for name, value, _ in truncation_metrics(judge))
     out = ctx.out_dir / "rationales"
     out.mkdir()
     for name, rows in (("sft", sft), ("dpo", dpo)):
@@ -152,4 +153,4 @@ def run(ctx: StageContext) -> StageReturn:
     return StageReturn({"rationales": Output(out, "rationales", stats)}, metrics)
 
 
-STAGE = Stage(name="bootstrap_rationales", code_version="2", config=BootstrapConfig, run=run, gpu=True)
+STAGE = Stage(name="bootstrap_rationales", code_version="3", config=BootstrapConfig, run=run, gpu=True)

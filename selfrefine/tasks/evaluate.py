@@ -195,7 +195,7 @@ def run(ctx: StageContext) -> StageReturn:
                        + [("seconds", seconds, {})])
 
 
-STAGE = Stage(name="evaluate", code_version="6", config=EvaluateConfig, run=run, pin=pin)
+STAGE = Stage(name="evaluate", code_version="7", config=EvaluateConfig, run=run, pin=pin)
 # The evaluator measured as an instrument: this stage's best-of-n on the run's best-of-n sets.
-EVALUATOR_STAGE = Stage(name="evaluate_evaluator", code_version="6", config=EvaluateConfig, run=run, pin=pin,
+EVALUATOR_STAGE = Stage(name="evaluate_evaluator", code_version="7", config=EvaluateConfig, run=run, pin=pin,
                         gpu=True)

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from selfrefine.errors import ConfigError, DataError
 from selfrefine.models.dimensions import dimension_definitions_field
+from selfrefine.models.judge_types import truncation_metrics
 from selfrefine.runtime.inputs import require
 from selfrefine.runtime.keys import model_fingerprint
 from selfrefine.runtime.stage import Output, Stage, StageContext, StageReturn
@@ -170,7 +171,7 @@ def run(ctx: StageContext) -> StageReturn:
              result["controllability"]["controllability"], result["mean_length"])
     rows_out = flatten_metrics({k: v for k, v in result.items() if k not in ("rewards", "evaluator")})
     return StageReturn({"metrics": Output(out, "metrics", {"evaluator": result["evaluator"]})},
-                       rows_out + [("evaluator_seconds", seconds, {})])
+                       rows_out + [("evaluator_seconds", seconds, {})] + truncation_metrics(evaluator))
 
 
-STAGE = Stage(name="evaluate_policy", code_version="2", config=EvaluatePolicyConfig, run=run, pin=pin, gpu=True)
+STAGE = Stage(name="evaluate_policy", code_version="3", config=EvaluatePolicyConfig, run=run, pin=pin, gpu=True)

@@ -90,7 +90,7 @@ def _last_user_turn(context: list[dict]) -> str:
 def run(ctx: StageContext) -> StageReturn:
     from selfrefine.models.embedding import SentenceEmbedder
     from selfrefine.models.judge_modes import verdicts_from_scores, yes_log_odds
-    from selfrefine.models.judge_types import AbsoluteItem, PairItem
+    from selfrefine.models.judge_types import AbsoluteItem, PairItem, truncation_metrics
 
     cfg: ScoreFilterConfig = ctx.config
     seed = ctx.seed or 0
@@ -149,11 +149,12 @@ def run(ctx: StageContext) -> StageReturn:
     metrics = report.metric_rows() + [
         ("candidates", float(len(rows)), {}), ("kept_pairs", float(len(pairs)), {}),
         ("keep_rate", len(pairs) / prompts if prompts else 0.0, {}),
-    ] + [(f"score_{k}", float(v), {}) for k, v in summary.items() if isinstance(v, (int, float))]
+    ] + [(f"score_{k}", float(v), {}) for k, v in summary.items() if isinstance(v, (int, float))
+         ] + truncation_metrics(judge)
     outputs = {"pairs": Output(out_pairs, "dataset", {"data_kind": "pairs", "items": len(pairs)}),
                "scores": Output(out_scores, "scores", {"rows": len(rows)}),
                "report": Output(out_report, "report", {})}
     return StageReturn(outputs, metrics)
 
 
-STAGE = Stage(name="score_filter", code_version="3", config=ScoreFilterConfig, run=run)
+STAGE = Stage(name="score_filter", code_version="4", config=ScoreFilterConfig, run=run)

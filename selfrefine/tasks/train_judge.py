@@ -68,7 +68,8 @@ class TrainJudgeConfig(BaseModel):
         "human pairs (a fresh seeded sample each iteration) beside the self pairs: enough replay to "
         "keep what the judge learnt from them without another full pass. None = all of them."))
     max_prompt_tokens: int = Field(768, ge=32, description=(
-        "Evaluation prompts longer than this lose their oldest context turns (never the responses)."))
+        "Evaluation prompts longer than this lose their oldest context turns. Responses too long for "
+        "recipe.max_length even then lose their tails (the metric pairs_truncated), so no pair is left out."))
     recipe: SFTRecipeConfig = Field(default_factory=SFTRecipeConfig, description="The SFT recipe (TRL SFTTrainer).")
     rationale_training: Literal["sft", "star_dpo"] = Field("sft", description=(
         "How kept STaR rationales train the judge: 'sft' adds the correct rationales to the SFT "
@@ -310,7 +311,7 @@ def _train_generative(ctx: StageContext, out_dir: Path, start: str, seed_pairs: 
 
     cfg: TrainJudgeConfig = ctx.config
     seed = ctx.seed or 0
-    groups, turns_cut, too_long = build_judge_examples(
+    groups, turns_cut, truncated = build_judge_examples(
         seed_pairs + self_pairs, cfg.example_kinds, tokenizer=tokenizer, max_prompt_tokens=cfg.max_prompt_tokens,
         max_length=cfg.recipe.max_length, extra_dimensions=cfg.dimension_definitions)
     star_dpo = cfg.rationale_training == "star_dpo"
@@ -327,17 +328,19 @@ def _train_generative(ctx: StageContext, out_dir: Path, start: str, seed_pairs: 
     else:
         examples = sample([e for group in groups for e in group] + rationale_rows, None, seed)
     if not examples:
-        raise DataError(f"train_judge: none of the {len(seed_pairs) + len(self_pairs)} pairs fits recipe.max_length="
-                        f"{cfg.recipe.max_length} tokens even with its context cut (their responses alone are too "
-                        "long), and there are no rationales; raise recipe.max_length")
-    log.info("train_judge: %d examples (%d seed pairs, %d self pairs, %d rationales; %d pairs left out, too long) "
-             "from %s", len(examples), len(seed_pairs), len(self_pairs), len(rationale_examples), too_long, start)
+        raise DataError("train_judge: no training examples: no pairs and no rationales")
+    if truncated:
+        log.warning("train_judge: %d of %d pairs have responses too long for recipe.max_length=%d even without "
+                    "context; they are trained on with their responses' tails cut", truncated,
+                    len(seed_pairs) + len(self_pairs), cfg.recipe.max_length)
+    log.info("train_judge: %d examples (%d seed pairs, %d self pairs, %d rationales) from %s", len(examples),
+             len(seed_pairs), len(self_pairs), len(rationale_examples), start)
     judge_dir = out_dir / "judge"
     result = train_sft(start, Dataset.from_list(examples), judge_dir, recipe)
     final_loss = result.loss_history[-1][1] if result.loss_history else float("nan")
     metrics = [("train_examples", float(len(examples)), {}), ("final_loss", float(final_loss), {}),
                ("train_seconds", float(result.seconds), {}), ("turns_cut", float(turns_cut), {}),
-               ("pairs_too_long", float(too_long), {})]
+               ("pairs_truncated", float(truncated), {})]
     rationale_pairs = read_rationale_examples(ctx.inputs, "dpo", dimension) if star_dpo else []
     if rationale_pairs:
         dpo_dir = out_dir / "judge_star_dpo"
@@ -349,7 +352,7 @@ def _train_generative(ctx: StageContext, out_dir: Path, start: str, seed_pairs: 
     write_judge_info(judge_dir, "generative", reading=trained_reading(cfg.example_kinds))
     meta = {"judge_kind": "generative", "examples": len(examples), "seed_pairs": len(seed_pairs),
             "self_pairs": len(self_pairs), "rationales": len(rationale_examples),
-            "star_dpo_pairs": len(rationale_pairs), "turns_cut": turns_cut, "pairs_too_long": too_long,
+            "star_dpo_pairs": len(rationale_pairs), "turns_cut": turns_cut, "pairs_truncated": truncated,
             "final_loss": final_loss, "train_seconds": result.seconds}
     return judge_dir, meta, metrics
 
@@ -386,4 +389,4 @@ def _train_reward_head(ctx: StageContext, out_dir: Path, start: str, seed_pairs:
     return judge_dir, meta, metrics
 
 
-STAGE = Stage(name="train_judge", code_version="5", config=TrainJudgeConfig, run=run, pin=pin, gpu=True)
+STAGE = Stage(name="train_judge", code_version="6", config=TrainJudgeConfig, run=run, pin=pin, gpu=True)

@@ -102,8 +102,10 @@ def test_long_context_is_cut_and_reported(tiny):
     assert score.score == pytest.approx(reference.score, abs=1e-5)
 
 
-def test_responses_too_long_for_max_length_are_read_whole_under_one_warning(tiny, caplog):
-    """A response longer than the budget costs its prompt the whole context, and is still scored."""
+def test_responses_too_long_for_max_length_lose_their_tail_under_one_warning(tiny, caplog):
+    """A response longer than the budget costs its prompt the whole context, then its own tail: it is
+    still scored, and no forward pass is longer than max_length."""
+    _, tokenizer = tiny
     long_answers = ["words " * 200, "more words " * 150]
     items = [AbsoluteItem(CTX, r, "helpful") for r in ["Fine.", *long_answers]]
     judge = Judge(*tiny, max_length=128)
@@ -111,11 +113,20 @@ def test_responses_too_long_for_max_length_are_read_whole_under_one_warning(tiny
         scores = judge.score_absolute(items)
         judge.compare([PairItem(CTX, "Fine.", long_answers[0], "helpful")])
     assert len(scores) == 3  # none is dropped
-    # Read as a judge with room for everything reads them once the question is cut away: the
-    # response itself is never cut.
-    cut = [AbsoluteItem([{"role": "user", "content": ""}], r, "helpful") for r in long_answers]
-    reference = Judge(*tiny, max_length=10_000).score_absolute(cut)
+    assert judge.truncated == 2 + 2  # two absolute prompts, then the pair in both orders
+    # Read as a judge with room for everything reads the question-less prompt with the response's head.
+    heads = []
+    for response in long_answers:
+        fitted = P.fit_with_responses(lambda c, rs: P.absolute_prompt(c, rs[0], "helpful"), CTX, (response,),
+                                      tokenizer, 128)
+        assert fitted.n_tokens <= 128 and fitted.responses_cut == 1
+        head = fitted.text.split("\nAssistant: ")[1].split("\nQuestion:")[0]
+        assert response.startswith(head) and len(head) < len(response)
+        heads.append(AbsoluteItem([{"role": "user", "content": ""}], head, "helpful"))
+    roomy = Judge(*tiny, max_length=10_000)
+    reference = roomy.score_absolute(heads)
     assert [s.score for s in scores[1:]] == pytest.approx([s.score for s in reference], abs=1e-5)
+    assert roomy.truncated == 0
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(warnings) == 2, warnings  # one per call, not one per prompt
     assert "2 of 3 prompts exceed their budget of 128 tokens" in warnings[0]

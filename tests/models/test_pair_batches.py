@@ -75,18 +75,24 @@ def test_a_dimension_can_have_its_own_judge_kind():
     assert cfg.kind_for(None) == "reward_head"
 
 
-def test_a_pair_whose_response_does_not_fit_is_left_out_whole(tiny_dir):
+def test_a_pair_whose_response_does_not_fit_is_trained_on_with_its_tail_cut(tiny_dir):
     from selfrefine.data import PreferencePair
     from selfrefine.models.loading import load_tokenizer
     from selfrefine.models.training.judge_examples import build_judge_examples
 
+    tokenizer = load_tokenizer(tiny_dir)
     context = [{"role": "user", "content": "Earlier question. " * 30}, {"role": "assistant", "content": "Answer."},
                {"role": "user", "content": "How do I boil an egg?"}]
     fits = PreferencePair(context, "Simmer it for nine minutes.", "Eggs cannot be boiled.", "helpful", "test")
     too_long = PreferencePair(context, "Simmer it. " * 200, "No.", "helpful", "test")
-    groups, turns_cut, left_out = build_judge_examples(
-        [fits, too_long], ["absolute", "pairwise"], tokenizer=load_tokenizer(tiny_dir), max_prompt_tokens=120,
-        max_length=128)
-    assert left_out == 1 and len(groups) == 1
-    assert [e["completion"] for e in groups[0]] == [" Yes", " No", " A", " B"]
-    assert turns_cut == 4  # the kept pair's four prompts each lost the oldest turn; the left-out pair counts none
+    groups, turns_cut, truncated = build_judge_examples(
+        [fits, too_long], ["absolute", "pairwise"], tokenizer=tokenizer, max_prompt_tokens=120, max_length=128)
+    assert truncated == 1 and len(groups) == 2  # no pair is left out
+    for group in groups:
+        assert [e["completion"] for e in group] == [" Yes", " No", " A", " B"]
+        assert all(len(tokenizer(e["prompt"])["input_ids"]) < 128 for e in group)  # room for the answer
+    assert "Simmer it. " * 200 not in groups[1][0]["prompt"] and "Simmer it. Simmer it." in groups[1][0]["prompt"]
+    assert groups[1][1]["prompt"].count("No.") >= 1  # the short response of the pair is whole
+    # The short pair's four prompts each lost the oldest turn. Of the long pair's, the three with the
+    # long response lost both older turns (and the question's text); the short response's lost one.
+    assert turns_cut == 4 * 1 + 3 * 2 + 1

@@ -8,7 +8,8 @@ from selfrefine.errors import DataError
 from selfrefine.models import prompts
 from selfrefine.models.dimensions import get_dimension
 from selfrefine.models.prompts import (
-    Demonstration, absolute_prompt, controllable_prompt, cot_prompt, fit_to_budget, hindsight_example,
+    Demonstration, absolute_prompt, controllable_prompt, cot_prompt, fit_to_budget, fit_with_responses,
+    hindsight_example,
     pairwise_prompt, parse_verdict, render_context, with_demonstrations,
 )
 
@@ -167,3 +168,54 @@ def test_fit_to_budget_shortens_last_turn_but_never_the_response(tiny):
     too_small = fit_to_budget(_render(response), context, tokenizer, minimum - 5)
     assert too_small.over_budget
     assert f"Assistant: {response}\n" in too_small.text
+
+
+def _pairwise(context, responses):
+    return pairwise_prompt(context, *responses, "helpful")
+
+
+def test_fit_with_responses_keeps_whole_responses_when_the_context_can_give_way(tiny):
+    _, tokenizer = tiny
+    context = _long_context(9)
+    responses = ("Short answer.", "Another short answer.")
+    budget = len(tokenizer(_pairwise(context[-2:], responses))["input_ids"])
+    rendered = fit_with_responses(_pairwise, context, responses, tokenizer, budget)
+    plain = fit_to_budget(lambda c: _pairwise(c, responses), context, tokenizer, budget)
+    assert (rendered.text, rendered.turns_cut, rendered.responses_cut) == (plain.text, plain.turns_cut, 0)
+
+
+def test_fit_with_responses_cuts_the_longest_response_tail_after_the_context(tiny):
+    _, tokenizer = tiny
+    long, short = "The first part stays. " + "and then more words " * 80, "A short answer."
+    context = [{"role": "user", "content": "an older question " * 20}, {"role": "user", "content": "Which?"}]
+    empty_question = [{"role": "user", "content": ""}]
+    floor = len(tokenizer(_pairwise(empty_question, ("", short)))["input_ids"])
+    budget = floor + 40
+    rendered = fit_with_responses(_pairwise, context, (long, short), tokenizer, budget)
+    assert rendered.n_tokens <= budget and not rendered.over_budget
+    assert rendered.responses_cut == 1 and rendered.turns_cut == 1 and rendered.chars_cut == len("Which?")
+    assert "OPTION A: Assistant: The first part stays." in rendered.text  # the head of the long one
+    assert f"OPTION B: Assistant: {short}\n" in rendered.text            # the short one whole
+    assert "and then more words " * 40 not in rendered.text
+    # The largest cap that fits: one more token of the long response would not.
+    cut_long = rendered.text.split("OPTION A: Assistant: ")[1].split("\nOPTION B")[0]
+    n_kept = len(tokenizer(cut_long, add_special_tokens=False)["input_ids"])
+    ids = tokenizer(long, add_special_tokens=False)["input_ids"]
+    longer = _pairwise(empty_question, (tokenizer.decode(ids[:n_kept + 1]), short))
+    assert len(tokenizer(longer)["input_ids"]) > budget
+
+
+def test_fit_with_responses_cuts_to_a_hard_limit_above_the_context_budget(tiny):
+    _, tokenizer = tiny
+    response = "word " * 100
+    whole = len(tokenizer(_pairwise([{"role": "user", "content": ""}], (response, "No.")))["input_ids"])
+    roomy = fit_with_responses(_pairwise, CONTEXT, (response, "No."), tokenizer, whole - 30, response_budget=whole + 5)
+    assert roomy.responses_cut == 0 and response in roomy.text
+    tight = fit_with_responses(_pairwise, CONTEXT, (response, "No."), tokenizer, whole - 30, response_budget=whole - 10)
+    assert tight.responses_cut == 1 and tight.n_tokens <= whole - 10
+
+
+def test_fit_with_responses_is_over_budget_only_when_the_template_alone_is(tiny):
+    _, tokenizer = tiny
+    rendered = fit_with_responses(_pairwise, CONTEXT, ("word " * 50, "more " * 50), tokenizer, 10)
+    assert rendered.over_budget and rendered.responses_cut == 2

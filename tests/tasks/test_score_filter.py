@@ -100,3 +100,25 @@ def test_score_filter_ranks_by_yes_log_odds_and_checks_pairs_by_the_absolute_sco
                                                           for r in g))
         assert pair.chosen == max(group, key=lambda r: r["yes_log_odds"])["text"]
         assert pair.rejected == min(group, key=lambda r: r["yes_log_odds"])["text"]
+
+
+def test_score_filter_scores_every_candidate_and_counts_those_read_without_their_tail(chain):
+    """With a judge budget a little above the bare prompt, long candidates lose their tails: every
+    candidate is still scored, and the stage says how many prompts were cut."""
+    from selfrefine.models import prompts as P
+    from selfrefine.models.loading import load_tokenizer
+
+    first = chain.metrics(chain.outcomes["score_filter"].stage_run_id)
+    assert metric_value(first, "responses_truncated") == 0  # the preset's budget fits every candidate
+    candidates = read_rows(chain.output("generate", "candidates"))
+    tokenizer = load_tokenizer(str(chain.output("train_judge", "judge")))
+    bare = max(P.count_tokens(tokenizer, P.absolute_prompt([{"role": "user", "content": ""}], "", r["dimension"]))
+               for r in candidates)
+    longer = [r for r in candidates if len(tokenizer(r["text"], add_special_tokens=False)["input_ids"]) > 8]
+    assert longer, "the tiny model's candidates are all short: nothing to cut"
+    judge = TINY.score_filter.judge.model_copy(update={"max_length": bare + 4})
+    config = TINY.score_filter.model_copy(update={"judge": judge})
+    outcome = chain.run("score_filter", config, chain.inputs["score_filter"], chain.new_iteration())
+    scored = read_rows(chain.path(outcome.outputs["scores"]))
+    assert len(scored) == len(candidates)
+    assert metric_value(chain.metrics(outcome.stage_run_id), "responses_truncated") >= len(longer)
