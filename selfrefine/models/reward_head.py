@@ -98,11 +98,17 @@ def response_logprobs(lm: Any, hidden: torch.Tensor, input_ids: torch.Tensor, re
 
 
 class RewardHeadModel(nn.Module):
-    """A causal LM (`lm`, optionally with a peft adapter) and a reward `head` sharing its hidden states."""
+    """A causal LM (`lm`, optionally with a peft adapter) and a reward `head` sharing its hidden states.
 
-    def __init__(self, lm: Any, head: nn.Module, spec: HeadSpec, input_format: RewardInputFormat = "plain"):
+    In ODIN training a second linear head, `length_head`, reads the same features; the trainer adds
+    it to the reward in its loss. The model's output and everything saved are the `head` alone.
+    """
+
+    def __init__(self, lm: Any, head: nn.Module, spec: HeadSpec, input_format: RewardInputFormat = "plain",
+                 length_head: nn.Module | None = None):
         super().__init__()
         self.lm, self.head, self.spec = lm, head, spec
+        self.length_head = length_head
         self.input_format = input_format  # the layout its inputs are rendered in (reward_judge.reward_input)
         # TRL's RewardTrainer checks num_labels == 1 and sets the pad token on `model.config`. A
         # copy keeps that off the LM's own config.json; the LM keeps its pad token from loading.
@@ -113,9 +119,20 @@ class RewardHeadModel(nn.Module):
 
     @classmethod
     def for_training(cls, lm: Any, model_dir: str | Path, kind: HeadKind, mlp_size: int, seed: int,
-                     input_format: RewardInputFormat = "plain") -> RewardHeadModel:
+                     input_format: RewardInputFormat = "plain", *, length_head: bool = False) -> RewardHeadModel:
         """Wrap a freshly loaded LM: continue the head saved in `model_dir` if there is one (a previous
-        reward-head judge, read in the same `input_format`), else start a new head initialised from `seed`."""
+        reward-head judge, read in the same `input_format`), else start a new head initialised from `seed`.
+        `length_head` adds ODIN's second linear head, always new (it is never saved)."""
+        model = cls._with_reward_head(lm, model_dir, kind, mlp_size, seed, input_format)
+        if length_head:
+            generator = torch.Generator().manual_seed(seed + 1)
+            std = getattr(lm.config.get_text_config(), "initializer_range", 0.02)
+            model.length_head = HeadSpec("linear", model.spec.hidden_size).build(generator, std)
+        return model
+
+    @classmethod
+    def _with_reward_head(cls, lm: Any, model_dir: str | Path, kind: HeadKind, mlp_size: int, seed: int,
+                          input_format: RewardInputFormat) -> RewardHeadModel:
         spec = HeadSpec(kind=kind, hidden_size=lm.config.get_text_config().hidden_size, mlp_size=mlp_size)
         info = read_judge_info(model_dir)
         if info["kind"] == "reward_head":

@@ -48,7 +48,7 @@ class TrainJudgeConfig(BaseModel):
     judge_kind: JudgeKind = Field("generative", description=(
         "'generative': the decoder judge answers Yes/No and A/B prompts (trained by `recipe`); "
         "'reward_head': a scalar head on the last token of the same backbone, trained with the "
-        "Bradley–Terry loss (`reward_recipe`, with optional GRM and MORE). Scoring stages load either."))
+        "Bradley–Terry loss (`reward_recipe`, with optional GRM, MORE and ODIN). Scoring stages load either."))
     base_model: str = Field("packaged", description=(
         "Model to start from when there is no previous judge: 'packaged' (SmolLM2-135M-Instruct), "
         "'tiny' (random test model), a local save_pretrained directory or a hub id."))
@@ -78,7 +78,7 @@ class TrainJudgeConfig(BaseModel):
     star_dpo_recipe: DPORecipeConfig = Field(default_factory=DPORecipeConfig, description=(
         "The DPO recipe for rationale_training='star_dpo'."))
     reward_recipe: RewardRecipeConfig = Field(default_factory=RewardRecipeConfig, description=(
-        "The reward-head recipe for judge_kind='reward_head' (TRL RewardTrainer; GRM, MORE, head shape). "
+        "The reward-head recipe for judge_kind='reward_head' (TRL RewardTrainer; GRM, MORE, ODIN, head shape). "
         "Each pair is fitted to its max_length (prompt and the longer response) by cutting the oldest "
         "context turns; a response still too long then loses its tail, so no pair is left out."))
     judge_per_dimension: bool = Field(False, description=(
@@ -385,7 +385,7 @@ def _train_reward_head(ctx: StageContext, out_dir: Path, start: str, seed_pairs:
             "self_pairs": len(self_pairs), "rationales": 0, "star_dpo_pairs": 0, "turns_cut": turns_cut,
             "pairs_truncated": result.num_truncated,
             "final_loss": final_loss, "train_seconds": result.seconds, "grm": recipe.grm.regularizer if recipe.grm else None,
-            "more": recipe.more is not None}
+            "more": recipe.more is not None, "odin": recipe.odin is not None}
     return judge_dir, meta, metrics
 
 

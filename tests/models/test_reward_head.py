@@ -34,7 +34,7 @@ from selfrefine.models.training import common
 from selfrefine.models.training.config import LoraSettings
 from selfrefine.models.training.min_norm import min_norm_value, min_norm_weights
 from selfrefine.models.training.reward import reward_rows, tokenize_pairs, train_reward_head
-from selfrefine.models.training.reward_config import GRMSettings, MORESettings, RewardRecipeConfig
+from selfrefine.models.training.reward_config import GRMSettings, MORESettings, ODINSettings, RewardRecipeConfig
 from selfrefine.models.training.reward_trainer import RegularizedRewardTrainer, SourceBalancedSampler
 from selfrefine.tasks.train_judge import TrainJudgeConfig
 
@@ -102,9 +102,11 @@ def test_source_balanced_sampler_puts_every_source_in_every_batch():
 def _trainer(tiny_dir, tmp_path, dataset, names, **recipe) -> RegularizedRewardTrainer:
     config = RewardRecipeConfig(bf16=False, per_device_batch_size=4, **recipe)
     lm = AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.float32)
-    model = RewardHeadModel.for_training(lm, tiny_dir, config.head, config.head_size, seed=0)
+    model = RewardHeadModel.for_training(lm, tiny_dir, config.head, config.head_size, seed=0,
+                                         length_head=config.odin is not None)
     return RegularizedRewardTrainer(model, config.to_trl(str(tmp_path), common.resolve_runtime(config)), dataset,
-                                    load_tokenizer(tiny_dir), grm=config.grm, more=config.more, source_names=names)
+                                    load_tokenizer(tiny_dir), grm=config.grm, more=config.more, odin=config.odin,
+                                    source_names=names)
 
 
 def _response_logprob(lm, ids: list[int], prompt_len: int) -> torch.Tensor:
@@ -182,6 +184,59 @@ def test_a_pair_margin_enters_the_bradley_terry_loss(tiny_dir, tmp_path, rows, m
         assert loss.item() > torch.stack([-F.logsigmoid(c - r) for c, r in zip(rewards[0::2], rewards[1::2])]).mean().item()
 
 
+# -- ODIN: a length head beside the reward head ---------------------------------------------------------
+
+
+def test_odin_loss_is_the_ranking_loss_on_both_heads_plus_its_length_and_orthogonality_terms(tiny_dir, tmp_path, rows):
+    settings = ODINSettings(length_weight=0.7, orthogonal_weight=0.3)
+    dataset, names, _ = tokenize_pairs(Dataset.from_list(rows[:4]), load_tokenizer(tiny_dir))
+    trainer = _trainer(tiny_dir, tmp_path, dataset, names, odin=settings)
+    examples = [dataset[i] for i in range(4)]
+    model = trainer.model.train()
+    with torch.no_grad():
+        loss = trainer.compute_loss(model, trainer.data_collator(examples))
+        sequences = [e[k] for k in ("chosen_ids", "rejected_ids") for e in examples]  # TRL's layout
+        features = [model(input_ids=torch.tensor([ids])).features for ids in sequences]
+        quality = torch.stack([model.head(f)[0, 0] for f in features]).numpy()
+        length = torch.stack([model.length_head(f)[0, 0] for f in features]).numpy()
+    lengths = np.array([len(ids) - e["prompt_len"] for ids, e in zip(sequences, examples + examples)], dtype=float)
+    total = quality + length
+    ranking = np.mean(np.log1p(np.exp(-(total[:4] - total[4:]))))
+    rho_q, rho_l = np.corrcoef(quality, lengths)[0, 1], np.corrcoef(length, lengths)[0, 1]
+    w_q, w_l = model.head.weight.detach().numpy().ravel(), model.length_head.weight.detach().numpy().ravel()
+    expected = ranking + 0.7 * (abs(rho_q) - rho_l) + 0.3 * abs(w_q @ w_l)
+    assert loss.item() == pytest.approx(expected, rel=1e-4)
+    logged = trainer._metrics["train"]
+    assert logged["odin/length_corr_quality"][-1] == pytest.approx(rho_q, abs=1e-4)
+    assert logged["odin/ranking_loss"][-1] == pytest.approx(ranking, rel=1e-4)
+    assert [t["step"] for t in trainer.odin_log] == [1]
+
+
+def test_an_odin_judge_is_saved_and_scores_with_its_quality_head_alone(tiny_dir, tmp_path, rows, pairs):
+    config = RewardRecipeConfig(max_steps=2, per_device_batch_size=4, max_length=256, learning_rate=1e-2,
+                                odin=ODINSettings())
+    out = tmp_path / "judge"
+    train_reward_head("tiny", Dataset.from_list(rows[:8]), out, config)
+    assert set(load_file(str(out / HEAD_FILE))) == {"weight", "bias"}  # the length head is not saved
+    log = json.loads((out / common.TRAINING_LOG).read_text())
+    assert log["odin"] == ODINSettings().model_dump()
+    assert [t["step"] for t in log["odin_terms"]] == [1, 2]
+    assert all(-1 <= t["length_corr_quality"] <= 1 and t["ranking_loss"] > 0 for t in log["odin_terms"])
+    judge = load_judge(str(out), dtype="float32", device="cpu")
+    model = RewardHeadModel.from_pretrained(out)
+    assert model.length_head is None
+    item = AbsoluteItem(pairs[0].context, pairs[0].chosen, pairs[0].dimension)
+    ids, _ = encode_reward_input(judge.tokenizer, *_reward_text(item, judge))
+    with torch.no_grad():
+        alone = model(input_ids=torch.tensor([ids])).logits[0, 0].item()
+    assert judge.score_absolute([item])[0].score == pytest.approx(alone, abs=1e-5)
+
+
+def _reward_text(item: AbsoluteItem, judge) -> tuple[str, str]:
+    rendered = reward_input(item.context, item.response, get_dimension(item.dimension), judge.tokenizer, 256)
+    return rendered.prompt, rendered.completion
+
+
 # -- one training step of every variant ----------------------------------------------------------------
 
 
@@ -190,6 +245,7 @@ VARIANTS = {
     "grm_sft": {"grm": GRMSettings(regularizer="sft", alpha=0.1)},
     "grm_dpo": {"grm": GRMSettings(regularizer="dpo", alpha=0.1), "head": "mlp", "head_size": 16},
     "more": {"more": MORESettings()},
+    "odin": {"odin": ODINSettings()},
 }
 
 
@@ -365,6 +421,10 @@ def test_load_judge_picks_the_class_from_judge_json(tiny_dir, tmp_path):
     (lambda: GRMSettings(regularizer="kl"), "regularizer"),
     (lambda: RewardRecipeConfig(head="conv"), "head"),
     (lambda: RewardRecipeConfig(more={"max_solver_iterations": 0}), "more.max_solver_iterations"),
+    (lambda: RewardRecipeConfig(odin={"length_weight": -1}), "odin.length_weight"),
+    (lambda: RewardRecipeConfig(odin={}, head="mlp"), "head: linear"),
+    (lambda: RewardRecipeConfig(odin={}, more={}), "ODIN and MORE"),
+    (lambda: RewardRecipeConfig(odin={}, group_by_length=True), "group_by_length"),
     (lambda: TrainJudgeConfig(judge_kind="classifier"), "judge_kind"),
     (lambda: TrainJudgeConfig(judge_kind="reward_head", rationale_training="star_dpo"), "rationale_training"),
 ])

@@ -7,7 +7,7 @@ and returns a `TrainResult`. Recipes know nothing of Prefect or the SQL store.
 
 Modules: `config` (pydantic recipe configs that build `trl.SFTConfig`/`trl.DPOConfig` for a resolved
 `Runtime`), `sft` (`train_sft`), `dpo` (`train_dpo`, `train_star_dpo`), `reward` (`train_reward_head`,
-with `reward_config`, `reward_trainer`: TRL's RewardTrainer plus GRM and MORE, and `min_norm`: MORE's
+with `reward_config`, `reward_trainer`: TRL's RewardTrainer plus GRM, MORE and ODIN, and `min_norm`: MORE's
 solver), `common` (model loading, hardware choices, loss logging, saving), `deepspeed` (the
 generated ZeRO-3 config for GPU runs).
 """

@@ -2,7 +2,7 @@
 
 `reward_rows` renders `PreferencePair`s as the head reads them (`reward_judge.reward_input`);
 `train_reward_head` tokenises them exactly as the judge does when scoring, trains with
-`RegularizedRewardTrainer` (TRL's RewardTrainer; GRM and MORE when configured) and saves a
+`RegularizedRewardTrainer` (TRL's RewardTrainer; GRM, MORE and ODIN when configured) and saves a
 reward-head judge directory (see `reward_head`) with its `training_log.json`, which also records
 the preference sources and, with MORE, the λ of every batch.
 """
@@ -110,7 +110,8 @@ def train_reward_head(base_model: str, pairs, output_dir: str | Path,
     if config.more is not None and len(names) < 2:
         raise DataError(f"MORE reweights preference sources, but all pairs come from {names}; give pairs from "
                         "two or more sources (the `source` column) or set more: null")
-    trainer = partial(RegularizedRewardTrainer, grm=config.grm, more=config.more, source_names=names)
+    trainer = partial(RegularizedRewardTrainer, grm=config.grm, more=config.more, odin=config.odin,
+                      source_names=names)
     wrap = partial(_with_head, config=config)
     result = run_recipe("reward_head", trainer, base_model, dataset, output_dir, config, wrap_model=wrap)
     return result.model_copy(update={"num_truncated": truncated})
@@ -120,4 +121,4 @@ def _with_head(model, model_dir: str, *, config: RewardRecipeConfig):
     from selfrefine.models.reward_head import RewardHeadModel
 
     return RewardHeadModel.for_training(model, model_dir, config.head, config.head_size, config.seed,
-                                        config.input_format)
+                                        config.input_format, length_head=config.odin is not None)

@@ -6,6 +6,9 @@
 - MORE (Zeng et al., "On Diversified Preferences of Large Language Model Alignment"): every batch
   holds pairs of every preference source; the per-source reward losses are weighted by the λ on
   the simplex that minimises the norm of the λ-weighted reward-head gradients.
+- ODIN (Chen et al. 2024, "ODIN: Disentangled Reward Mitigates Hacking in RLHF"): a second linear
+  head on the same features absorbs the responses' length during training and is dropped when the
+  judge is saved, so the judge scores with the length-free head alone.
 """
 
 from __future__ import annotations
@@ -34,6 +37,21 @@ class GRMSettings(StrictConfig):
     beta: float = Field(0.1, gt=0.0, description=(
         "Temperature β inside the regulariser's log-sigmoid (the paper's 0.1). log π is summed over the "
         "response tokens and the EOS."))
+
+
+class ODINSettings(StrictConfig):
+    """ODIN's length-disentangled training: the Bradley–Terry loss is taken on r_Q + r_L, where r_L is
+    a second linear head on the same last-token features, and
+
+        loss = BT(r_Q + r_L) + length_weight·(|ρ(r_Q, len)| − ρ(r_L, len)) + orthogonal_weight·|w_Q·w_L|
+
+    with ρ the Pearson correlation over the batch's responses (chosen and rejected) and len each
+    response's length in tokens. Only the quality head r_Q is saved: the judge scores with it alone."""
+
+    length_weight: float = Field(1.0, ge=0.0, description=(
+        "Weight of the correlation terms: r_Q decorrelated from length, r_L correlated with it."))
+    orthogonal_weight: float = Field(1.0, ge=0.0, description=(
+        "Weight of |w_Q·w_L|, which keeps the two heads' weight vectors orthogonal."))
 
 
 class MORESettings(StrictConfig):
@@ -69,12 +87,22 @@ class RewardRecipeConfig(TrainingConfig):
         "GRM hidden-state regularisation through the kept LM head; None = plain Bradley–Terry."))
     more: MORESettings | None = Field(None, description=(
         "MORE source reweighting (needs pairs from two or more sources to have an effect); None = off."))
+    odin: ODINSettings | None = Field(None, json_schema_extra={"key_omits_default": True}, description=(
+        "ODIN's length-disentangled training with a second head that is dropped at scoring (needs the "
+        "linear head; not with MORE or group_by_length); None = off."))
 
     @model_validator(mode="after")
-    def _more_lays_out_its_own_batches(self):
+    def _variants_fit_together(self):
         if self.more is not None and self.group_by_length:
             raise ValueError("MORE lays out every batch by source; group_by_length cannot also order them. "
                              "Set group_by_length: false or more: null")
+        if self.odin is not None and self.head != "linear":
+            raise ValueError("ODIN keeps the two heads' weight vectors orthogonal, which needs head: linear")
+        if self.odin is not None and self.group_by_length:
+            raise ValueError("ODIN correlates the heads with length within each batch, and group_by_length makes a "
+                             "batch's lengths alike; set group_by_length: false or odin: null")
+        if self.odin is not None and self.more is not None:
+            raise ValueError("ODIN and MORE each replace the reward loss; set one of them to null")
         return self
 
     def to_trl(self, output_dir: str, runtime: Runtime) -> trl.RewardConfig:

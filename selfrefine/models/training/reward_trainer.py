@@ -9,6 +9,8 @@ On top of it:
   only (computed on the detached last-token features, so the backbone is not differentiated K
   times). A `SourceBalancedSampler` puts every source in every batch.
 - GRM adds the regulariser through the kept LM head: loss = (1 − α)·reward loss + α·regulariser.
+- ODIN takes the Bradley–Terry loss on r_Q + r_L (the model's `length_head` on the same features)
+  and adds its length-correlation and orthogonality terms (`odin_loss`); the saved judge keeps r_Q.
 
 The batch carries two fields besides TRL's: `response_mask` (the response and EOS tokens of each
 sequence, for log π(y|x)) and `source_index` (per pair).
@@ -33,13 +35,34 @@ from trl.trainer.reward_trainer import DataCollatorForPreference
 from selfrefine.errors import ConfigError
 from selfrefine.models.reward_head import last_hidden_states, response_logprobs
 from selfrefine.models.training.min_norm import min_norm_weights
-from selfrefine.models.training.reward_config import GRMSettings, MORESettings
+from selfrefine.models.training.reward_config import GRMSettings, MORESettings, ODINSettings
 
 
 def bradley_terry_losses(rewards_chosen: torch.Tensor, rewards_rejected: torch.Tensor,
                          margin: torch.Tensor | None = None) -> torch.Tensor:
     """Per-pair Bradley–Terry loss, −log σ(r_c − r_r − margin): the loss TRL's RewardTrainer averages."""
     return -F.logsigmoid(rewards_chosen - rewards_rejected - (0.0 if margin is None else margin))
+
+
+def pearson(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Pearson correlation of two 1-D tensors (0 when either is constant), differentiable."""
+    x, y = x - x.mean(), y - y.mean()
+    return (x * y).sum() / (x.norm() * y.norm() + eps)
+
+
+def odin_loss(quality: torch.Tensor, length_reward: torch.Tensor, lengths: torch.Tensor, quality_weight: torch.Tensor,
+              length_weight: torch.Tensor, settings: ODINSettings, margin: torch.Tensor | None = None
+              ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """ODIN's loss (see `ODINSettings`) and its parts. `quality`, `length_reward` and `lengths` hold the
+    chosen responses, then the rejected ones (TRL's batch layout); the weights are the two heads'."""
+    chosen, rejected = torch.chunk(quality + length_reward, chunks=2)
+    ranking = bradley_terry_losses(chosen, rejected, margin).mean()
+    lengths = lengths.to(quality.dtype)
+    rho_quality, rho_length = pearson(quality, lengths), pearson(length_reward, lengths)
+    orthogonality = (quality_weight.flatten() * length_weight.flatten()).sum().abs()
+    loss = ranking + settings.length_weight * (rho_quality.abs() - rho_length) + settings.orthogonal_weight * orthogonality
+    return loss, {"ranking_loss": ranking, "length_corr_quality": rho_quality, "length_corr_length": rho_length,
+                  "orthogonality": orthogonality}
 
 
 def grm_loss(reward_loss: torch.Tensor, regularizer: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -120,21 +143,26 @@ class SourceBalancedSampler(torch.utils.data.Sampler):
 
 
 class RegularizedRewardTrainer(RewardTrainer):
-    """`trl.RewardTrainer` on a `RewardHeadModel`, with optional GRM (`grm`) and MORE (`more`).
+    """`trl.RewardTrainer` on a `RewardHeadModel`, with optional GRM (`grm`), MORE (`more`) and ODIN
+    (`odin`; the model must carry a `length_head`).
 
     A peft config puts the adapters on the backbone; the head is always trained in full.
-    `lambda_log` records MORE's λ for every batch; `training_log_extras()` hands it to the recipe.
+    `lambda_log` records MORE's λ for every batch and `odin_log` ODIN's loss terms;
+    `training_log_extras()` hands them to the recipe.
     """
 
     def __init__(self, model, args=None, train_dataset=None, processing_class=None, peft_config=None,
                  callbacks=None, *, grm: GRMSettings | None = None, more: MORESettings | None = None,
-                 source_names: Sequence[str] = ()):
+                 odin: ODINSettings | None = None, source_names: Sequence[str] = ()):
+        if odin is not None and getattr(model, "length_head", None) is None:
+            raise ConfigError("ODIN training needs the model's length head (RewardHeadModel.for_training(length_head=True))")
         if peft_config is not None:
             from peft import get_peft_model
 
             model.lm = get_peft_model(model.lm, peft_config)
-        self.grm, self.more, self.source_names = grm, more, list(source_names)
+        self.grm, self.more, self.odin, self.source_names = grm, more, odin, list(source_names)
         self.lambda_log: list[dict[str, Any]] = []
+        self.odin_log: list[dict[str, Any]] = []
         self._reference = None
         if grm is not None and grm.regularizer == "dpo" and not is_peft_model(model.lm):
             # The starting model, frozen: DPO's reference. With LoRA the adapter-free model is the reference.
@@ -156,8 +184,12 @@ class RegularizedRewardTrainer(RewardTrainer):
         sources = inputs.pop("source_index")
         bt_loss, outputs = super().compute_loss(model, inputs, return_outputs=True)
         mode = "train" if self.model.training else "eval"
-        reward_loss = bt_loss if self.more is None else self._more_loss(model, outputs, sources, mode,
-                                                                         inputs.get("margin"))
+        if self.odin is not None:
+            reward_loss = self._odin_loss(model, outputs, response_mask, mode, inputs.get("margin"))
+        elif self.more is not None:
+            reward_loss = self._more_loss(model, outputs, sources, mode, inputs.get("margin"))
+        else:
+            reward_loss = bt_loss
         loss = reward_loss
         if self.grm is not None:
             regularizer = self._regularizer(model, outputs, inputs, response_mask)
@@ -170,7 +202,24 @@ class RegularizedRewardTrainer(RewardTrainer):
         """What the saved training log adds for this trainer: sources and MORE's λ per batch."""
         spec = self.accelerator.unwrap_model(self.model).spec
         return {"judge_kind": "reward_head", "head": asdict(spec), "sources": self.source_names,
-                "more_lambdas": self.lambda_log if self.more is not None else None}
+                "more_lambdas": self.lambda_log if self.more is not None else None,
+                "odin": self.odin.model_dump() if self.odin is not None else None,
+                "odin_terms": self.odin_log if self.odin is not None else None}
+
+    # -- ODIN --
+
+    def _odin_loss(self, model, outputs, response_mask: torch.Tensor, mode: str,
+                   margin: torch.Tensor | None = None) -> torch.Tensor:
+        unwrapped = self.accelerator.unwrap_model(model)
+        length_reward = unwrapped.length_head(outputs.features.to(unwrapped.head_dtype)).squeeze(-1)
+        loss, parts = odin_loss(outputs.logits.squeeze(-1), length_reward, response_mask.sum(-1),
+                                unwrapped.head.weight, unwrapped.length_head.weight, self.odin, margin)
+        values = {name: round(value.item(), 6) for name, value in parts.items()}
+        for name, value in values.items():
+            self._metrics[mode][f"odin/{name}"].append(value)
+        if mode == "train":
+            self.odin_log.append({"step": self.state.global_step + 1, **values})
+        return loss
 
     # -- MORE --
 
