@@ -23,7 +23,8 @@ script's section of bench/RESULTS.md; --smoke, --limit-train and --n-eval runs l
 
 --reward-input-format chat_template trains and reads the heads in the model's chat template.
 --margin-per-gap M trains with a Bradley–Terry margin of M times each helpful pair's preference gap
-(the harmless pairs are not graded: no margin).
+(the harmless pairs are not graded: no margin). --grm-alpha A adds GRM's SFT regulariser at weight A.
+--odin trains with ODIN's length head beside the reward head (dropped when the judge is saved).
 
 Last line: RESULT harmless_acc=… harmless_bon=… helpful_acc=… helpful_bon=… both_acc=… both_bon=…
 helpful_bon_se=… longest_bon=… margin=… margin_se=… length_spearman=… harmless_acc_se=… (the helpful
@@ -120,6 +121,10 @@ def main() -> None:
                         help="how the heads read a conversation (reward_recipe.input_format)")
     parser.add_argument("--margin-per-gap", type=float, default=0.0,
                         help="Bradley–Terry margin per unit of a helpful pair's preference gap (reward_recipe.margin_per_gap)")
+    parser.add_argument("--grm-alpha", type=float, default=0.0,
+                        help="GRM's SFT regulariser at this weight α (reward_recipe.grm; 0 = plain Bradley–Terry)")
+    parser.add_argument("--odin", action="store_true",
+                        help="train with ODIN's length head, dropped at scoring (reward_recipe.odin)")
     parser.add_argument("--limit-train", type=int, default=None, help="first N pairs of each set (smoke runs)")
     parser.add_argument("--n-eval", type=int, default=None,
                         help="first N held-out pairs and best-of-11 items (smoke runs)")
@@ -127,7 +132,7 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="leave bench/RESULTS.md alone (for trial runs)")
     args = parser.parse_args()
     # The fields bench/judges.py's `train_reward` reads: the linear head, no LoRA.
-    args.model, args.reward_lora_r, args.grm_alpha = "packaged", 0, 0.0
+    args.model, args.reward_lora_r = "packaged", 0
     start_logging()
     if missing_data(HH, ALPACA):
         return
@@ -139,7 +144,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="dimension-mix-") as scratch:
         train, held_out, bestofn = load_data(Path(scratch), args.pairs_per_prompt, args.limit_train, args.n_eval)
         for name in sets:
-            result, note = train_reward("reward_head", train[name], Path(scratch) / name, args)
+            result, note = train_reward("grm" if args.grm_alpha else "reward_head", train[name], Path(scratch) / name, args)
             rows[name] = {**measure(Path(scratch) / name, held_out, bestofn), "pairs": len(train[name]),
                           "trained": result.num_examples, "train_seconds": result.seconds, "note": note}
             r = rows[name]
@@ -159,6 +164,8 @@ def main() -> None:
                                 f"`{command}` — seed {args.seed}, {reading_label()}; reward heads from the packaged model, helpful pairs "
                                 f"≤ {args.pairs_per_prompt} per prompt"
                                 + (f", margin {args.margin_per_gap:g} per preference gap" if args.margin_per_gap else "")
+                                + (f", GRM (SFT regulariser) α={args.grm_alpha:g}" if args.grm_alpha else "")
+                                + (", ODIN length head" if args.odin else "")
                                 + f". {baselines}", "", *lines, "",
                                 f"`{result_line(rows)}`"])
     else:

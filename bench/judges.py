@@ -100,22 +100,24 @@ def train_reward(kind: str, train, out: Path, args):
     from selfrefine.models.loading import load_tokenizer
     from selfrefine.models.training.config import LoraSettings
     from selfrefine.models.training.reward import reward_rows, train_reward_head
-    from selfrefine.models.training.reward_config import GRMSettings, MORESettings, RewardRecipeConfig
+    from selfrefine.models.training.reward_config import GRMSettings, MORESettings, ODINSettings, RewardRecipeConfig
 
-    margin_per_gap = getattr(args, "margin_per_gap", 0.0)  # only bench/dimension_mix.py sets it
+    margin_per_gap = getattr(args, "margin_per_gap", 0.0)  # only bench/dimension_mix.py sets these two
+    odin = getattr(args, "odin", False)
     rows, turns_cut = reward_rows(train, load_tokenizer(args.model), args.max_tokens,
                                   input_format=args.reward_input_format, margin_per_gap=margin_per_gap)
-    config = RewardRecipeConfig(train_last_layers=args.train_last_layers, group_by_length=kind != "more",
+    config = RewardRecipeConfig(train_last_layers=args.train_last_layers, group_by_length=kind != "more" and not odin,
         learning_rate=args.reward_lr, num_epochs=args.epochs, per_device_batch_size=args.reward_batch_size,
         max_length=args.max_tokens + 8, seed=args.seed, lr_scheduler="cosine", warmup_ratio=0.05,
         lora=LoraSettings(r=args.reward_lora_r, alpha=2 * args.reward_lora_r, dropout=0.0) if args.reward_lora_r else None,
         grm=GRMSettings(regularizer="sft", alpha=args.grm_alpha) if kind == "grm" else None,
         more=MORESettings() if kind == "more" else None, input_format=args.reward_input_format,
-        margin_per_gap=margin_per_gap)
+        margin_per_gap=margin_per_gap, odin=ODINSettings() if odin else None)
     result = train_reward_head(args.model, Dataset.from_list(rows), out, config)
     layers = f"last {args.train_last_layers} blocks" if args.train_last_layers else "full fine-tune"
     note = (f"lr {args.reward_lr:g}, {args.epochs:g} epoch(s), {args.reward_batch_size} pairs/step, {layers}, "
             f"{args.reward_input_format} layout; " + (f"margin {margin_per_gap:g} per preference gap; " if margin_per_gap else "") +
+            (f"GRM (sft) α={args.grm_alpha:g}; " if kind == "grm" else "") + ("ODIN length head; " if odin else "") +
             f"{len(rows)} pairs, {turns_cut} context turns cut")
     if kind == "more":
         lambdas = json.loads((out / "training_log.json").read_text())["more_lambdas"]
