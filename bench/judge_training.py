@@ -62,39 +62,56 @@ def load_split(path: Path, n_train: int = 800):
     return train, held_out, skipped
 
 
-def fitted(render, context, tokenizer, max_tokens: int) -> str | None:
-    """`render(context)` with the oldest turns cut to fit `max_tokens`; None when even that does not fit."""
-    from selfrefine.models.prompts import fit_to_budget
+def fitted(render, context, responses: tuple[str, ...], tokenizer, max_tokens: int) -> tuple[str, int]:
+    """`render(context, responses)` fitted to `max_tokens` as the project's judges fit it (the oldest
+    turns first, then the responses' tails), and how many responses lost their tail."""
+    from selfrefine.models.prompts import fit_with_responses
 
-    fit = fit_to_budget(render, context, tokenizer, max_tokens)
-    return None if fit.over_budget else fit.text
+    fit = fit_with_responses(render, context, responses, tokenizer, max_tokens)
+    if fit.over_budget:
+        raise SystemExit(f"a judge prompt takes {fit.n_tokens} tokens with no context and empty responses: more "
+                         f"than --max-tokens {max_tokens}")
+    return fit.text, fit.responses_cut
 
 
 def pair_examples(pair, index: int, tokenizer, parts: tuple[str, ...], max_tokens: int, both_orders: bool):
-    """One pair's (prompt, completion) examples, or [] if any of its prompts cannot fit `max_tokens`.
+    """One pair's (prompt, completion) examples ([] if its hindsight text cannot fit `max_tokens`), and
+    whether any of its responses lost their tail to fit.
 
     `both_orders=False` shows the pairwise prompt once: chosen as OPTION A for even `index`, as B for odd.
     """
-    from selfrefine.models.prompts import NO, OPTION_A, OPTION_B, YES, absolute_prompt, hindsight_example, pairwise_prompt
+    from selfrefine.models.prompts import (
+        NO, OPTION_A, OPTION_B, YES, absolute_prompt, fit_to_budget, hindsight_example, pairwise_prompt,
+    )
 
     context, chosen, rejected = pair
-    examples = []
+    examples, cut = [], 0
+
+    def add(render, responses, answer):
+        nonlocal cut
+        text, n_cut = fitted(render, context, responses, tokenizer, max_tokens)
+        examples.append((text, answer))
+        cut += n_cut
+
+    def pairwise(c, rs):
+        return pairwise_prompt(c, *rs, DIMENSION)
+
     if "pairwise" in parts:
         if both_orders or index % 2 == 0:
-            examples.append((fitted(lambda c: pairwise_prompt(c, chosen, rejected, DIMENSION), context, tokenizer,
-                                    max_tokens), OPTION_A))
+            add(pairwise, (chosen, rejected), OPTION_A)
         if both_orders or index % 2 == 1:
-            examples.append((fitted(lambda c: pairwise_prompt(c, rejected, chosen, DIMENSION), context, tokenizer,
-                                    max_tokens), OPTION_B))
+            add(pairwise, (rejected, chosen), OPTION_B)
     if "absolute" in parts:
-        examples.append((fitted(lambda c: absolute_prompt(c, chosen, DIMENSION), context, tokenizer, max_tokens), YES))
-        examples.append((fitted(lambda c: absolute_prompt(c, rejected, DIMENSION), context, tokenizer, max_tokens), NO))
+        add(lambda c, rs: absolute_prompt(c, rs[0], DIMENSION), (chosen,), YES)
+        add(lambda c, rs: absolute_prompt(c, rs[0], DIMENSION), (rejected,), NO)
     if "hindsight" in parts:
         # Fit prompt + completion together: the completion holds both responses.
-        text = fitted(lambda c: "\x00".join(hindsight_example(c, chosen, rejected, DIMENSION)), context, tokenizer,
-                      max_tokens)
-        examples.append(tuple(text.split("\x00")) if text else (None, None))
-    return [] if any(prompt is None for prompt, _ in examples) else examples
+        fit = fit_to_budget(lambda c: "\x00".join(hindsight_example(c, chosen, rejected, DIMENSION)), context,
+                            tokenizer, max_tokens)
+        if fit.over_budget:
+            return [], False
+        examples.append(tuple(fit.text.split("\x00")))
+    return examples, cut > 0
 
 
 def build_examples(pairs, tokenizer, parts: tuple[str, ...], max_tokens: int, *, epochs: int = 1, seed: int = 0,
@@ -109,11 +126,14 @@ def build_examples(pairs, tokenizer, parts: tuple[str, ...], max_tokens: int, *,
     epoch's shuffled pairs are cut into windows of 16 batches, sorted by length within a window,
     batched, and the batches shuffled. Less of every step goes into padding; the order stays seeded.
 
-    Returns (dataset, number of pairs dropped because a prompt did not fit `max_tokens`).
+    Returns (dataset, pairs dropped because their hindsight text did not fit `max_tokens`, pairs whose
+    responses lost their tails to fit it).
     """
     from datasets import Dataset
 
-    groups = [pair_examples(pair, index, tokenizer, parts, max_tokens, both_orders) for index, pair in enumerate(pairs)]
+    built = [pair_examples(pair, index, tokenizer, parts, max_tokens, both_orders) for index, pair in enumerate(pairs)]
+    groups = [group for group, _ in built]
+    truncated = sum(cut for _, cut in built)
     kept = [group for group in groups if group]
     rng = random.Random(seed)
     rows = []
@@ -124,7 +144,7 @@ def build_examples(pairs, tokenizer, parts: tuple[str, ...], max_tokens: int, *,
             order = length_grouped(order, tokenizer, pairs_per_batch, rng)
         rows.extend(example for group in order for example in group)
     dataset = Dataset.from_dict({"prompt": [p for p, _ in rows], "completion": [c for _, c in rows]})
-    return dataset, len(groups) - len(kept)
+    return dataset, len(groups) - len(kept), truncated
 
 
 def length_grouped(groups, tokenizer, pairs_per_batch: int, rng: random.Random, window_batches: int = 16):
@@ -274,12 +294,13 @@ def main() -> None:
     if args.group_by_length and args.batch_size % per_pair:
         sys.exit(f"--group-by-length keeps a pair's {per_pair} examples in one batch: --batch-size must be a "
                  f"multiple of {per_pair}")
-    examples, too_long = build_examples(train_pairs, tokenizer, parts, args.max_prompt_tokens, epochs=args.epochs,
-                                        seed=args.seed, both_orders=not args.one_order,
-                                        pairs_per_batch=args.batch_size // per_pair if args.group_by_length else None)
-    print(f"data: {len(train_pairs)} training pairs ({too_long} left out: a prompt longer than "
-          f"{args.max_prompt_tokens} tokens even with the context cut), {len(eval_pairs)} held-out pairs, {skipped} "
-          f"records skipped; {len(examples)} training examples ({'+'.join(parts)}, {args.epochs} epoch(s))")
+    examples, too_long, truncated = build_examples(
+        train_pairs, tokenizer, parts, args.max_prompt_tokens, epochs=args.epochs, seed=args.seed,
+        both_orders=not args.one_order, pairs_per_batch=args.batch_size // per_pair if args.group_by_length else None)
+    print(f"data: {len(train_pairs)} training pairs ({truncated} with responses cut to fit {args.max_prompt_tokens} "
+          f"tokens, {too_long} left out: a hindsight text longer than that even with the context cut), "
+          f"{len(eval_pairs)} held-out pairs, {skipped} records skipped; {len(examples)} training examples "
+          f"({'+'.join(parts)}, {args.epochs} epoch(s))")
 
     zero_shot: dict[str, dict[str, float]] = {}
     if not args.skip_zero_shot:

@@ -81,8 +81,9 @@ def train_generative(train, out: Path, args):
 
     parts = tuple(p.strip() for p in args.generative_parts.split(",") if p.strip())
     batch = 8 * len(parts)  # 4 pairs per step; a pair gives 2 examples per part, kept in one batch
-    examples, too_long = build_examples([(p.context, p.chosen, p.rejected) for p in train], load_tokenizer(args.model),
-                                        parts, args.max_tokens, seed=args.seed, pairs_per_batch=4)
+    examples, too_long, truncated = build_examples([(p.context, p.chosen, p.rejected) for p in train],
+                                                   load_tokenizer(args.model), parts, args.max_tokens, seed=args.seed,
+                                                   pairs_per_batch=4)
     config = recipe_config(lr=args.generative_lr, batch_size=batch, grad_accum=1, max_prompt_tokens=args.max_tokens,
                            seed=args.seed, train_last_layers=args.train_last_layers)
     result = train_sft(args.model, examples, out, config)
@@ -90,7 +91,8 @@ def train_generative(train, out: Path, args):
     layers = f"last {args.train_last_layers} blocks" if args.train_last_layers else "LoRA r=16"
     return result, (f"SFT on {'+'.join(parts)} prompts, lr {args.generative_lr:g}, {batch} examples/step "
                     f"(4 pairs of similar length), {layers}; "
-                    f"{len(examples)} examples, {too_long} pairs left out (too long); scored by "
+                    f"{len(examples)} examples, {truncated} pairs with responses cut to fit"
+                    + (f", {too_long} left out (hindsight text too long)" if too_long else "") + "; scored by "
                     f"{'the pairwise prompt' if args.generative_eval == 'pairwise' else 'absolute Yes log-odds'}")
 
 
