@@ -36,6 +36,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
+from selfrefine.errors import ConfigError
 from selfrefine.models import prompts as P
 from selfrefine.models.dimensions import Dimension, get_dimension
 from selfrefine.models.generation.base import GenerationBackend, SamplingParams
@@ -191,18 +192,19 @@ class Judge:
                                     reserve_tokens=reserve)
 
     def _count_cuts(self, rendered: Sequence[P.RenderedPrompt], budget: int) -> None:
-        """Count the prompts of a call read without their responses' tails, under one warning."""
+        """Refuse prompts whose own text does not fit `budget`; count those read without their
+        responses' tails, under one warning per call."""
+        over = [r.n_tokens for r in rendered if r.over_budget]
+        if over:  # the prompt's own text does not fit: reading it without its responses would mean nothing
+            raise ConfigError(f"judge: {len(over)} of {len(rendered)} prompts take up to {max(over)} tokens with no "
+                              f"context and empty responses, more than their budget of {budget} (max_length="
+                              f"{self.max_length}, less the tokens kept for generation); raise the judge's max_length")
         cut = sum(r.responses_cut > 0 for r in rendered)
         self.truncated += cut
         if cut:
             logger.warning("judge: %d of %d prompts exceed their budget of %d tokens even without context (the "
                            "responses alone are too long); their responses were read without their tails",
                            cut, len(rendered), budget)
-        over = [r.n_tokens for r in rendered if r.over_budget]
-        if over:
-            logger.warning("judge: %d of %d prompts exceed their budget of %d tokens with no context and empty "
-                           "responses (the longest has %d tokens): the judge's max_length is too small for its "
-                           "prompt; they are read as they are", len(over), len(rendered), budget, max(over))
 
     def _answer_ids(self, answers: tuple[str, str]) -> list[list[int]]:
         """Token ids of each answer as they follow "Answer:" in a prompt (tokenised in place)."""

@@ -133,6 +133,18 @@ def test_responses_too_long_for_max_length_lose_their_tail_under_one_warning(tin
     assert "2 of 2 prompts" in warnings[1]  # the pair's two presentation orders
 
 
+def test_a_max_length_too_small_for_the_prompt_itself_is_a_config_error(tiny):
+    from selfrefine.errors import ConfigError
+
+    _, tokenizer = tiny
+    bare = P.count_tokens(tokenizer, P.absolute_prompt([{"role": "user", "content": ""}], "", "helpful"))
+    judge = Judge(*tiny, max_length=bare - 1)
+    with pytest.raises(ConfigError, match=f"max_length={bare - 1}"):
+        judge.score_absolute([AbsoluteItem(CTX, "An apple.", "helpful")])
+    assert judge.truncated == 0
+    assert len(Judge(*tiny, max_length=bare).score_absolute([AbsoluteItem(CTX, "An apple.", "helpful")])) == 1
+
+
 def test_pairwise_combines_both_orders(tiny):
     items = [PairItem(LONG_CTX, RESPONSES[4], RESPONSES[5]), PairItem(CTX, RESPONSES[0], RESPONSES[1], "harmless")]
     verdicts = Judge(*tiny, batch_size=3).compare(items)
