@@ -44,7 +44,7 @@ def build_judge_examples(pairs: Sequence[PreferencePair], kinds: Sequence[Exampl
             if max_length is None:
                 r = P.fit_to_budget(lambda c: render(c, responses), ctx, tokenizer, max_prompt_tokens)
             else:
-                r = P.fit_with_responses(render, ctx, responses, tokenizer, max_prompt_tokens,
+                r = P.fit_with_responses(render, ctx, responses, tokenizer, min(max_prompt_tokens, max_length - 1),
                                          response_budget=max_length - 1)
                 if r.over_budget:
                     raise ConfigError(f"a judge training prompt takes {r.n_tokens} tokens with no context and its "
