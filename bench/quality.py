@@ -56,7 +56,8 @@ they measure judges only: no policy prompts, no evaluator.
     python bench/quality.py --tricks
 
 Last line: RESULT final_accuracy=<x> final_bon=<y> policy_win_rate=<w> policy_lc_win_rate=<l>
-controllability=<c> (last iteration; with --tricks: RESULT plain_accuracy=… and one figure per trick).
+controllability=<c> helpful_bon=<y> longest_bon=… margin_se=… length_spearman=… harmless_acc=<x>
+(last iteration; with --tricks: RESULT plain_accuracy=… and one figure per trick).
 """
 
 from __future__ import annotations
@@ -352,6 +353,7 @@ def iteration_table(run_id: str) -> list[dict]:
                      "longest": evaluated.get("bestofn_longest_win_rate"),
                      "margin": evaluated.get("bestofn_margin_over_longest"),
                      "margin_se": evaluated.get("bestofn_margin_over_longest_se"),
+                     "length_spearman": evaluated.get("bestofn_length_spearman"),
                      **{key: policy.get(name) for key, name in POLICY_METRICS.items()},
                      "rationale_keep": r["rationale keep"], "filter_keep": r["filter keep"],
                      "seconds": r["seconds"]})
@@ -508,9 +510,13 @@ def run_loop(args, cfg, data_line: str, evaluator_lines: list[str], home: Path) 
             "(length-controlled: bootstrap).", "",
             *lines, "", "Targets:", *checks])
     last = rows[-1]
+    # The held-out pairs are hh-rlhf harmless ones and best-of-n reads the helpful dimension, so the
+    # last iteration's accuracy and best-of-11 are also #28's harmless_acc and helpful_bon.
     print(f"RESULT final_accuracy={fmt(last['accuracy'])} final_bon={fmt(last['bon'])} "
           f"policy_win_rate={fmt(last['win'])} policy_lc_win_rate={fmt(last['lc_win'])} "
-          f"controllability={fmt(last['controllability'])}")
+          f"controllability={fmt(last['controllability'])} helpful_bon={fmt(last['bon'])} "
+          f"longest_bon={fmt(last['longest'])} margin_se={fmt(last['margin_se'])} "
+          f"length_spearman={fmt(last['length_spearman'])} harmless_acc={fmt(last['accuracy'])}")
 
 
 # -- tricks -------------------------------------------------------------------------------------
