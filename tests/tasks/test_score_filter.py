@@ -116,8 +116,10 @@ def test_score_filter_scores_every_candidate_and_counts_those_read_without_their
                for r in candidates)
     longer = [r for r in candidates if len(tokenizer(r["text"], add_special_tokens=False)["input_ids"]) > 8]
     assert longer, "the tiny model's candidates are all short: nothing to cut"
+    # Room for the bare absolute prompt and a few tokens of each response; the pairs are confirmed by
+    # those absolute scores (the longer pairwise prompt would not fit: a ConfigError).
     judge = TINY.score_filter.judge.model_copy(update={"max_length": bare + 4})
-    config = TINY.score_filter.model_copy(update={"judge": judge})
+    config = TINY.score_filter.model_copy(update={"judge": judge, "pairwise_verdicts": "absolute"})
     outcome = chain.run("score_filter", config, chain.inputs["score_filter"], chain.new_iteration())
     scored = read_rows(chain.path(outcome.outputs["scores"]))
     assert len(scored) == len(candidates)
