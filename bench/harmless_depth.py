@@ -3,7 +3,7 @@ and for how many epochs, chosen on a validation split of the training pairs and 
 the held-out pairs.
 
 The harmless reward head of bench/warm_heads.py (the independent check's recipe: the whole
-conversation in the chat template, the oldest tokens cut at 504, lr 5e-5, 4 pairs a step, one epoch,
+conversation in the chat template, the oldest turns cut to fit 504 tokens, lr 5e-5, 4 pairs a step, one epoch,
 cosine) trains only the last 8 blocks, to shorten a CPU step. Training more of the backbone is the
 issue's "more trainable blocks" lever; a second epoch (--epochs 1,2; the cosine schedule spans every
 epoch) is the other way to train it more. Choosing by the held-out pairs would make their figure
@@ -146,7 +146,7 @@ def main() -> None:
                   f"({final['seconds']:.0f} s) and measured once on the {len(held_out)} held-out pairs: "
                   f"**{held['accuracy']:.3f}** ± {held['accuracy_se']:.3f}, ECE {held['ece']:.3f}."]
     publish(SECTION, "How many blocks and epochs the harmless reward head trains (bench/harmless_depth.py)",
-            ". bench/warm_heads.py's recipe (chat template, oldest tokens cut at 504, lr 5e-5, 4 pairs a step, "
+            ". bench/warm_heads.py's recipe (chat template, oldest turns cut to fit 504 tokens, lr 5e-5, 4 pairs a step, "
             f"cosine over all epochs, seed 0), the variant chosen on the last {len(validation_pairs)} of the "
             f"{len(train)} training pairs; only the chosen one is measured on the held-out pairs.",
             lines, smoke=args.limit_train is not None or args.n_eval is not None)

@@ -13,8 +13,8 @@ chosen on the held-out pairs.
 - generative: bench/judges.py's generative recipe (absolute Yes/No prompt, the pair's Yes and No
   examples in one batch, 4 pairs a step, last 8 blocks, lr 1e-4, one epoch) with the quality preset's
   token budget (448).
-- reward head: bench/warm_heads.py's recipe (the independent check's: chat template, oldest tokens cut
-  at 504, last 8 blocks, lr 5e-5, 4 pairs a step, one epoch, cosine), seed 0.
+- reward head: bench/warm_heads.py's recipe (chat template, oldest turns cut to fit
+  504 tokens, last 8 blocks, lr 5e-5, 4 pairs a step, one epoch, cosine), seed 0.
 
 Both train on the same 800 hh-rlhf harmless pairs and are measured on the same 195 held-out pairs.
 

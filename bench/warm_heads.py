@@ -7,8 +7,9 @@ keeps what they all learnt while what each fitted to its own sample of the data'
 iterations.
 
 Each head is bench/judges.py's reward head with the recipe of the independent check named in the
-judges issue (the whole conversation rendered with the chat template, the oldest tokens cut at 504,
-the last 8 blocks trained, lr 5e-5, 4 pairs a step, one epoch, cosine), on the same 800 hh-rlhf
+judges issue, in the project's chat layout (`reward_recipe.input_format: chat_template`: the
+definition as the system turn, the oldest turns cut to fit 504 tokens; bench/harmless_layout.py
+measures the check's own rendering), the last 8 blocks trained, lr 5e-5, 4 pairs a step, one epoch, cosine), on the same 800 hh-rlhf
 harmless pairs. Every seed's head and their uniform average are measured on the same 195 held-out
 pairs, so the table shows the seed spread (how much of a gap to a target one seed's reading can
 explain) and what averaging adds. No seed is chosen: the average takes all of them.
@@ -150,7 +151,7 @@ def main() -> None:
               f"| {ensemble['accuracy']:.3f} | {ensemble['ece']:.3f} | {ensemble['consistency']:.2f} |"]
     publish(SECTION, "WARM over seeds, harmless reward head (bench/warm_heads.py)",
             f"; {len(train)} hh-rlhf harmless training pairs, {len(held_out)} held-out pairs (the dev split of bench/judges.py). "
-            "Each head: chat-template layout, oldest tokens cut at 504, last 8 blocks, lr 5e-5, 4 pairs a step, "
+            "Each head: chat-template layout, oldest turns cut to fit 504 tokens, last 8 blocks, lr 5e-5, 4 pairs a step, "
             f"one epoch, cosine; {statistics.mean(train_seconds):.0f} s of training a head. "
             "The ± of the average is its standard error over the held-out pairs.",
             lines, smoke=args.limit_train is not None or args.n_eval is not None)
