@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import missing_data, publish, quiet_progress_bars, start_logging  # noqa: E402
 from judge_training import DATA  # noqa: E402
-from judges import evaluate, load_data  # noqa: E402
+from judges import add_data_arguments, evaluate, load_data  # noqa: E402
 from warm_heads import TRAINED_RECORD, trained_head  # noqa: E402
 
 SECTION = "bench/harmless_depth.py"
@@ -78,6 +78,18 @@ def validated(head: Path, pairs, max_tokens: int) -> dict:
     return reading
 
 
+def split_data(args: argparse.Namespace) -> tuple[list, list, list, list]:
+    """(training pairs, the pairs that fit a variant, the pairs that validate it, held-out pairs): the
+    last VALIDATION training pairs validate (a fifth, at least 2, in smoke runs); the file's order is
+    already a seeded random one."""
+    train, held_out, _ = load_data(args.n_train, args.limit_train, args.n_eval)
+    n = max(2, len(train) // 5) if args.limit_train is not None else VALIDATION
+    fit, validation_pairs = train[:-n], train[-n:]
+    print(f"data: {len(fit)} pairs fit and {len(validation_pairs)} validate each variant; the chosen one trains on "
+          f"all {len(train)} and is measured on {len(held_out)} held-out pairs")
+    return train, fit, validation_pairs, held_out
+
+
 def choose(validation: dict[tuple[int, float], dict]) -> tuple[int, float]:
     """The (blocks, epochs) variant with the best validation accuracy; among equals, the cheapest: the
     fewest blocks, then the fewest epochs."""
@@ -88,10 +100,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--blocks", default="8,16", help="comma-separated depths to choose from (30 = every block)")
     parser.add_argument("--epochs", default="1", help="comma-separated epoch counts to choose from, for every depth")
-    parser.add_argument("--model", default="packaged", help="base model alias or directory")
-    parser.add_argument("--n-train", type=int, default=800, help="valid records that train (the rest are held out)")
-    parser.add_argument("--limit-train", type=int, default=None, help="train on the first N training pairs only (smoke runs)")
-    parser.add_argument("--n-eval", type=int, default=None, help="evaluate on the first N held-out pairs only (smoke runs)")
+    add_data_arguments(parser)
     parser.add_argument("--keep", default=None, help="keep every head in this directory (and reuse them)")
     parser.add_argument("--validation-only", action="store_true",
                         help="train and validate the depths, then stop (to train depths in separate processes)")
@@ -108,11 +117,7 @@ def main() -> None:
 
     quiet_progress_bars()
 
-    train, held_out, _ = load_data(args.n_train, args.limit_train, args.n_eval)
-    n_validation = VALIDATION if args.limit_train is None else max(2, len(train) // 5)
-    fit, validation_pairs = train[:-n_validation], train[-n_validation:]
-    print(f"data: {len(fit)} pairs fit and {len(validation_pairs)} validate each variant; the chosen one trains on "
-          f"all {len(train)} and is measured on {len(held_out)} held-out pairs")
+    train, fit, validation_pairs, held_out = split_data(args)
     validation: dict[tuple[int, float], dict] = {}
     with tempfile.TemporaryDirectory(prefix="depth-") as scratch:
         root = Path(args.keep) if args.keep else Path(scratch)

@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import missing_data, publish, quiet_progress_bars, start_logging  # noqa: E402
 from judge_training import DATA  # noqa: E402
-from judges import load_data, summary, train_generative, train_reward, verdicts  # noqa: E402
+from judges import add_data_arguments, load_data, summary, train_generative, train_reward, verdicts  # noqa: E402
 
 SECTION = "bench/harmless_ensemble.py"
 KINDS = ("generative", "reward_head")
@@ -102,10 +102,7 @@ def product_of_experts(*readings: list[float]) -> list[float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="packaged", help="base model alias or directory")
-    parser.add_argument("--n-train", type=int, default=800, help="valid records that train (the rest are held out)")
-    parser.add_argument("--limit-train", type=int, default=None, help="train on the first N training pairs only (smoke runs)")
-    parser.add_argument("--n-eval", type=int, default=None, help="evaluate on the first N held-out pairs only (smoke runs)")
+    add_data_arguments(parser)
     parser.add_argument("--only", choices=KINDS, default=None, help="train and read one judge only (needs --keep to combine later)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", default=None, help="keep both judges and their held-out verdicts in this directory")

@@ -44,10 +44,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harmless_depth import VALIDATION, validated  # noqa: E402
+from harmless_depth import split_data, validated  # noqa: E402
 from harness import missing_data, publish, quiet_progress_bars, start_logging  # noqa: E402
 from judge_training import DATA  # noqa: E402
-from judges import evaluate, load_data  # noqa: E402
+from judges import add_data_arguments, evaluate  # noqa: E402
 from warm_heads import trained_head  # noqa: E402
 
 SECTION = "bench/harmless_layout.py"
@@ -142,10 +142,7 @@ def rendered_as(variant: str) -> Iterator[None]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {','.join(VARIANTS)}")
-    parser.add_argument("--model", default="packaged", help="base model alias or directory")
-    parser.add_argument("--n-train", type=int, default=800, help="valid records that train (the rest are held out)")
-    parser.add_argument("--limit-train", type=int, default=None, help="train on the first N training pairs only (smoke runs)")
-    parser.add_argument("--n-eval", type=int, default=None, help="evaluate on the first N held-out pairs only (smoke runs)")
+    add_data_arguments(parser)
     parser.add_argument("--keep", default=None, help="keep every head in this directory (and reuse them)")
     parser.add_argument("--validation-only", action="store_true",
                         help="train and validate the variants, then stop (to train them in separate processes)")
@@ -159,11 +156,7 @@ def main() -> None:
         return
 
     quiet_progress_bars()
-    train, held_out, _ = load_data(args.n_train, args.limit_train, args.n_eval)
-    n_validation = VALIDATION if args.limit_train is None else max(2, len(train) // 5)
-    fit, validation_pairs = train[:-n_validation], train[-n_validation:]
-    print(f"data: {len(fit)} pairs fit and {len(validation_pairs)} validate each variant; the chosen one trains on "
-          f"all {len(train)} and is measured on {len(held_out)} held-out pairs")
+    train, fit, validation_pairs, held_out = split_data(args)
     validation: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="layout-") as scratch:
         root = Path(args.keep) if args.keep else Path(scratch)

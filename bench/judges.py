@@ -55,6 +55,14 @@ LABELS = {"generative": "generative", "reward_head": "reward_head", "grm": "rewa
           "more": "reward_head + MORE"}
 
 
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """The model and data options every harmless-judge bench shares (see `load_data`)."""
+    parser.add_argument("--model", default="packaged", help="base model alias or directory")
+    parser.add_argument("--n-train", type=int, default=800, help="valid records that train (the rest are held out)")
+    parser.add_argument("--limit-train", type=int, default=None, help="train on the first N training pairs only (smoke runs)")
+    parser.add_argument("--n-eval", type=int, default=None, help="evaluate on the first N held-out pairs only (smoke runs)")
+
+
 def load_data(n_train: int, limit_train: int | None, n_eval: int | None):
     """(train, held-out) PreferencePairs, the training pairs tagged `short`/`long` for MORE."""
     import dataclasses
@@ -175,10 +183,7 @@ def kept_rows(measured: set[str]) -> dict[str, str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="packaged", help="base model alias or directory")
-    parser.add_argument("--n-train", type=int, default=800, help="valid records that train (the rest are held out)")
-    parser.add_argument("--limit-train", type=int, default=None, help="train on the first N training pairs only (smoke runs)")
-    parser.add_argument("--n-eval", type=int, default=None, help="evaluate on the first N held-out pairs only (smoke runs)")
+    add_data_arguments(parser)
     parser.add_argument("--max-tokens", type=int, default=384, help="judge inputs are fitted to this many tokens")
     parser.add_argument("--epochs", type=float, default=1.0, help="passes over the training pairs (reward heads)")
     parser.add_argument("--reward-lr", type=float, default=3e-5, help="reward-head learning rate (backbone and head)")

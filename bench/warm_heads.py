@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import missing_data, publish, quiet_progress_bars, start_logging  # noqa: E402
 from judge_training import DATA  # noqa: E402
-from judges import evaluate, load_data, summary, train_reward, verdicts  # noqa: E402
+from judges import add_data_arguments, evaluate, load_data, summary, train_reward, verdicts  # noqa: E402
 
 SECTION = "bench/warm_heads.py"
 TRAINED_RECORD = "warm_heads.json"  # in each kept head's directory: what trained it
@@ -99,10 +99,7 @@ def trained_head(out: Path, train, recipe: dict, seed: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds; every one is averaged")
-    parser.add_argument("--model", default="packaged", help="base model alias or directory")
-    parser.add_argument("--n-train", type=int, default=800, help="valid records that train (the rest are held out)")
-    parser.add_argument("--limit-train", type=int, default=None, help="train on the first N training pairs only (smoke runs)")
-    parser.add_argument("--n-eval", type=int, default=None, help="evaluate on the first N held-out pairs only (smoke runs)")
+    add_data_arguments(parser)
     parser.add_argument("--keep", default=None, help="keep every head and the average in this directory")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
