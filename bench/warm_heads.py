@@ -9,7 +9,8 @@ iterations.
 Each head is bench/judges.py's reward head with the recipe of the independent check named in the
 judges issue, in the project's chat layout (`reward_recipe.input_format: chat_template`: the
 definition as the system turn, the oldest turns cut to fit 504 tokens; bench/harmless_layout.py
-measures the check's own rendering), the last 8 blocks trained, lr 5e-5, 4 pairs a step, one epoch, cosine), on the same 800 hh-rlhf
+measures the check's own rendering), the last 8 blocks trained, lr 5e-5, 4 pairs a step, one epoch,
+cosine, on the same 800 hh-rlhf
 harmless pairs. Every seed's head and their uniform average are measured on the same 195 held-out
 pairs, so the table shows the seed spread (how much of a gap to a target one seed's reading can
 explain) and what averaging adds. No seed is chosen: the average takes all of them.
