@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import missing_data, publish, quiet_progress_bars, start_logging  # noqa: E402
 from judge_training import DATA  # noqa: E402
 from judges import add_data_arguments, evaluate, load_data  # noqa: E402
-from warm_heads import TRAINED_RECORD, trained_head  # noqa: E402
+from warm_heads import TRAINED_RECORD, head_recipe, trained_head  # noqa: E402
 
 SECTION = "bench/harmless_depth.py"
 N_BLOCKS = 30  # the packaged model's depth; training all of them is a full fine-tune
@@ -54,9 +54,7 @@ VALIDATED = "validation.json"  # in each kept head's directory: its reading on t
 def depth_recipe(model: str, blocks: int, epochs: float = 1.0) -> dict:
     """bench/warm_heads.py's recipe with the last `blocks` blocks trained (all of them: no freezing)
     for `epochs` passes over the pairs (the cosine schedule spans them all)."""
-    return dict(model=model, max_tokens=504, reward_input_format="chat_template",
-                train_last_layers=None if blocks >= N_BLOCKS else blocks,
-                reward_lr=5e-5, epochs=float(epochs), reward_batch_size=4, reward_lora_r=0, grm_alpha=0.0)
+    return head_recipe(model, train_last_layers=None if blocks >= N_BLOCKS else blocks, epochs=float(epochs))
 
 
 def variant_name(blocks: int, epochs: float) -> str:

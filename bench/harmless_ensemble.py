@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import missing_data, publish, quiet_progress_bars, start_logging  # noqa: E402
 from judge_training import DATA  # noqa: E402
 from judges import add_data_arguments, load_data, summary, train_generative, train_reward, verdicts  # noqa: E402
+from warm_heads import head_recipe  # noqa: E402
 
 SECTION = "bench/harmless_ensemble.py"
 KINDS = ("generative", "reward_head")
@@ -53,8 +54,7 @@ def recipes(model: str, seed: int) -> dict[str, dict]:
     return {
         "generative": dict(model=model, max_tokens=448, generative_parts="absolute", generative_lr=1e-4,
                            generative_eval="absolute", train_last_layers=8, seed=seed),
-        "reward_head": dict(model=model, max_tokens=504, reward_input_format="chat_template", train_last_layers=8,
-                            reward_lr=5e-5, epochs=1.0, reward_batch_size=4, reward_lora_r=0, grm_alpha=0.0, seed=seed),
+        "reward_head": head_recipe(model, seed=seed),
     }
 
 

@@ -36,7 +36,7 @@ from harmless_depth import validated  # noqa: E402
 from harness import missing_data, publish, quiet_progress_bars, start_logging  # noqa: E402
 from judge_training import DATA  # noqa: E402
 from judges import add_data_arguments, load_data  # noqa: E402
-from warm_heads import trained_head  # noqa: E402
+from warm_heads import head_recipe, trained_head  # noqa: E402
 
 SECTION = "bench/harmless_folds.py"
 FOLD = 195  # the dev split's held-out size
@@ -68,8 +68,7 @@ def main() -> None:
     pairs = train + held_out  # every valid pair, in file order
     smoke = args.limit_train is not None or args.n_eval is not None
     size = min(FOLD, args.n_eval) if args.n_eval else FOLD
-    recipe = dict(model=args.model, max_tokens=504, reward_input_format="chat_template", train_last_layers=8,
-                  reward_lr=5e-5, epochs=1.0, reward_batch_size=4, reward_lora_r=0, grm_alpha=0.0)
+    recipe = head_recipe(args.model)
     readings: dict[int, dict] = {}
     with tempfile.TemporaryDirectory(prefix="folds-") as scratch:
         root = Path(args.keep) if args.keep else Path(scratch)

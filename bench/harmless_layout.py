@@ -48,19 +48,16 @@ from harmless_depth import split_data, validated  # noqa: E402
 from harness import missing_data, publish, quiet_progress_bars, start_logging  # noqa: E402
 from judge_training import DATA  # noqa: E402
 from judges import add_data_arguments, evaluate  # noqa: E402
-from warm_heads import trained_head  # noqa: E402
+from warm_heads import head_recipe, trained_head  # noqa: E402
 
 SECTION = "bench/harmless_layout.py"
-SYSTEM_TURNS = ("definition", "default")
-CUTS = ("turns", "tokens", "fill")
 VARIANTS = ("definition+turns", "definition+tokens", "default+turns", "default+tokens", "definition+fill")
 RESERVED = 2  # tokens `reward_judge.reward_input` leaves free: EOS and a boundary that may move
 
 
 def recipe(model: str, variant: str) -> dict:
     """bench/warm_heads.py's recipe; `layout` only keys the kept heads (the rendering is `rendered_as`)."""
-    return dict(model=model, max_tokens=504, reward_input_format="chat_template", train_last_layers=8,
-                reward_lr=5e-5, epochs=1.0, reward_batch_size=4, reward_lora_r=0, grm_alpha=0.0, layout=variant)
+    return head_recipe(model, layout=variant)
 
 
 def chat_prompt(context, dimension, tokenizer, system: str) -> str:
@@ -104,25 +101,16 @@ def variant_input(variant: str):
 
 
 def refill(render, context, turns_cut: int, tokenizer, budget: int) -> str | None:
-    """`render` with the last whole turn dropped put back from the fewest start characters cut that
-    fit `budget` (binary search: the token count falls as characters go); None if none fits."""
+    """`render` with the last whole turn dropped put back, losing the fewest start characters that fit
+    `budget`: `fit_to_budget` with every turn kept whole cuts the oldest one from its start. None when
+    not even a character of it fits."""
     from selfrefine.models import prompts
 
-    turns = [dict(t) for t in context[turns_cut - 1:]]
-    content = turns[0]["content"]
-
-    def fits(chars: int) -> bool:
-        turns[0]["content"] = content[chars:]
-        return prompts.count_tokens(tokenizer, render(turns)) <= budget
-
-    lo, hi = 1, len(content)
-    while lo <= hi:
-        mid = (lo + hi) // 2
-        lo, hi = (lo, mid - 1) if fits(mid) else (mid + 1, hi)
-    if lo >= len(content):
+    turns = context[turns_cut - 1:]
+    fitted = prompts.fit_to_budget(render, turns, tokenizer, budget, keep_last_turns=len(turns))
+    if fitted.over_budget or fitted.chars_cut >= len(turns[0]["content"]):
         return None
-    turns[0]["content"] = content[lo:]
-    return render(turns)
+    return fitted.text
 
 
 @contextlib.contextmanager

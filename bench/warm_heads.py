@@ -47,6 +47,13 @@ SECTION = "bench/warm_heads.py"
 TRAINED_RECORD = "warm_heads.json"  # in each kept head's directory: what trained it
 
 
+def head_recipe(model: str, **changes) -> dict:
+    """bench/judges.py's reward-head options set to the independent check's recipe (see the module
+    docstring), with `changes` on top: the harmless benches that vary one part of it start here."""
+    return dict(model=model, max_tokens=504, reward_input_format="chat_template", train_last_layers=8,
+                reward_lr=5e-5, epochs=1.0, reward_batch_size=4, reward_lora_r=0, grm_alpha=0.0) | changes
+
+
 def uniform_average(dirs: list[Path], scratch: Path) -> Path:
     """The uniform weight average of `dirs`, built as a running mean: after the i-th checkpoint the
     average holds weight 1/i of it, so every checkpoint ends with weight 1/len(dirs)."""
@@ -113,8 +120,7 @@ def main() -> None:
     quiet_progress_bars()
 
     # bench/judges.py's reward-head recipe, set to the independent check's settings.
-    recipe = dict(model=args.model, max_tokens=504, reward_input_format="chat_template", train_last_layers=8,
-                  reward_lr=5e-5, epochs=1.0, reward_batch_size=4, reward_lora_r=0, grm_alpha=0.0)
+    recipe = head_recipe(args.model)
     train, held_out, _ = load_data(args.n_train, args.limit_train, args.n_eval)
     print(f"data: {len(train)} training pairs, {len(held_out)} held-out pairs; seeds {seeds}")
     rows: list[tuple[str, dict]] = []
