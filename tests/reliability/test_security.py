@@ -252,6 +252,11 @@ def _pid_file() -> Path:
 def bystander():
     """A live process that `server stop` must never signal."""
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True)
+    # Until its exec completes, /proc shows no command line (or the parent's): a loaded machine can
+    # reach `server stop` inside that window, which would read the process as gone.
+    deadline = time.monotonic() + 10
+    while b"time.sleep(120)" not in Path(f"/proc/{proc.pid}/cmdline").read_bytes() and time.monotonic() < deadline:
+        time.sleep(0.01)
     yield proc
     proc.kill()
     proc.wait()
