@@ -1,0 +1,159 @@
+"""A lever for the helpful judge: WARM, the weight average of reward heads trained with different seeds.
+
+Ramé et al. (2024) report WARM's gain where it matters here: best-of-n picked by a weight-averaged
+reward model beats best-of-n picked by any one of its members, because what each run fitted to its
+own sample of label noise cancels in the average. bench/warm_heads.py measured the average on the
+harmless head (pairwise accuracy); this measures it on the helpful head, by best-of-11.
+
+Each head is the `quality` preset's helpful reward head as bench/dimension_mix.py trains it (plain
+layout, 504 tokens, last 8 blocks, lr 5e-5, one epoch, 8 pairs a step, cosine) on the same AlpacaEval
+pairs of the 200 seed prompts, changing only the seed. Every seed's head, their uniform weight
+average and the prediction ensemble (the heads' rewards averaged per candidate, three scorings) pick
+best-of-11 on the 203 held-out prompts, scored at 768 tokens as the preset's evaluate stage scores,
+next to random, the longest-response rule and the oracle. No seed is chosen: the average and the
+ensemble take all of them, a rule fixed before any head was measured.
+
+    python bench/helpful_warm.py [--seeds 0,1,2] [--keep DIR] [--only-seed N] [--limit-train 16 --n-eval 8]
+
+With --keep, each head and its best-of-11 scores are kept and reused, so the seeds can train in
+separate processes (`--only-seed N --keep DIR`, one thread each) and a last run without --only-seed
+builds the average and the table from them.
+
+Each head trains 123 steps (about 20 minutes at one thread on a CPU with native bf16) and scores
+2,233 candidates (about 14 minutes). Full runs write this script's section of bench/RESULTS.md; runs
+with --limit-train or --n-eval are smoke runs and leave it alone.
+
+Last line: RESULT warm_bon=… warm_bon_se=… warm_margin=… warm_margin_se=… ensemble_bon=… ensemble_margin=…
+seed_bon_mean=… seed_bon_sd=… longest_bon=… length_spearman=… seeds=…
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from dimension_mix import load_data  # noqa: E402
+from harness import missing_data, publish, quiet_progress_bars, start_logging  # noqa: E402
+from quality import ALPACA, HH  # noqa: E402
+from warm_heads import head_recipe, trained_head, uniform_average  # noqa: E402
+
+SECTION = "bench/helpful_warm.py"
+PAIRS_PER_PROMPT = 10  # bench/quality.py's and bench/dimension_mix.py's default
+PAIRS_PER_STEP = 8  # bench/dimension_mix.py's batch
+SCORE_TOKENS = 768  # the quality preset's evaluate stage reads candidates at this length
+SCORES_FILE = "bestofn_scores.json"  # in each head's directory: its reward for every candidate
+
+
+def candidate_scores(path: Path, bestofn) -> list[list[float]]:
+    """The head's reward for every candidate of every item, read from `path`/SCORES_FILE when an
+    earlier run scored the same items there (a scoring takes minutes per head)."""
+    from selfrefine.models.judge_kind import load_judge
+    from selfrefine.models.judge_types import AbsoluteItem
+
+    cache = path / SCORES_FILE
+    key = [item.id for item in bestofn]
+    if cache.is_file() and (kept := json.loads(cache.read_text())).get("items") == key:
+        return kept["scores"]
+    start = time.perf_counter()
+    judge = load_judge(str(path), max_length=SCORE_TOKENS, batch_size=16)
+    flat = judge.score_absolute([AbsoluteItem(item.context, c.output, item.dimension)
+                                 for item in bestofn for c in item.candidates])
+    rewards = iter(s.score for s in flat)
+    scores = [[next(rewards) for _ in item.candidates] for item in bestofn]
+    cache.write_text(json.dumps({"items": key, "scores": scores, "seconds": time.perf_counter() - start}))
+    return scores
+
+
+def ensemble_scores(per_head: list[list[list[float]]]) -> list[list[float]]:
+    """Prediction ensembling, WARM's baseline: each candidate's reward averaged over the heads. The
+    heads share one recipe and start, so their rewards are on one scale and need no standardising."""
+    import numpy as np
+
+    return [np.mean(np.asarray(item_scores, dtype=float), axis=0).tolist() for item_scores in zip(*per_head)]
+
+
+def row(name: str, m: dict) -> str:
+    return (f"| {name} | {m['win_rate']:.3f} ± {m['win_rate_se']:.3f} | "
+            f"{m['margin_over_longest']:+.3f} ± {m['margin_over_longest_se']:.3f} | {m['length_spearman']:.3f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds; every one is averaged")
+    parser.add_argument("--only-seed", type=int, default=None,
+                        help="train and score this seed's head into --keep, then stop (seeds side by side)")
+    parser.add_argument("--keep", default=None, help="keep every head, its scores and the average in this directory")
+    parser.add_argument("--limit-train", type=int, default=None, help="first N helpful pairs (smoke runs)")
+    parser.add_argument("--n-eval", type=int, default=None, help="first N best-of-11 items (smoke runs)")
+    args = parser.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    if args.only_seed is None and len(seeds) < 2:
+        parser.error("--seeds: an average needs at least two seeds")
+    if args.only_seed is not None and not args.keep:
+        parser.error("--only-seed: give --keep DIR, where the last run without --only-seed finds the head")
+    start_logging()
+    if missing_data(HH, ALPACA):
+        return
+    quiet_progress_bars()
+    from selfrefine.scoring.metrics import best_of_n_metrics
+
+    # bench/dimension_mix.py's helpful head: the harmless check's recipe in the plain layout, 8 pairs a step.
+    recipe = head_recipe("packaged", reward_input_format="plain", reward_batch_size=PAIRS_PER_STEP)
+    with tempfile.TemporaryDirectory(prefix="helpful-warm-") as scratch:
+        sets, _, bestofn = load_data(Path(scratch), PAIRS_PER_PROMPT, args.limit_train, args.n_eval)
+        train = sets["helpful"]
+        print(f"data: {len(train)} helpful training pairs, {len(bestofn)} best-of-11 items")
+        root = Path(args.keep) if args.keep else Path(scratch)
+        rows, per_head, train_seconds = [], [], []
+        for seed in [args.only_seed] if args.only_seed is not None else seeds:
+            out = root / f"seed-{seed}"
+            trained = trained_head(out, train, recipe, seed)
+            train_seconds.append(trained["seconds"])
+            per_head.append(candidate_scores(out, bestofn))
+            metrics = best_of_n_metrics(bestofn, per_head[-1])
+            rows.append((f"seed {seed}", metrics))
+            print(f"seed {seed}: best-of-11 {metrics['win_rate']:.3f}, margin over longest "
+                  f"{metrics['margin_over_longest']:+.3f}; {trained['steps']} steps in {trained['seconds']:.0f} s; "
+                  f"{trained['note']}")
+        if args.only_seed is not None:
+            return
+        average = uniform_average([root / f"seed-{seed}" for seed in seeds], root)
+        (average / SCORES_FILE).unlink(missing_ok=True)  # a rebuilt average is scored afresh
+        warm = best_of_n_metrics(bestofn, candidate_scores(average, bestofn))
+    ensemble = best_of_n_metrics(bestofn, ensemble_scores(per_head))
+
+    seed_bons = [m["win_rate"] for _, m in rows]
+    mean, sd = statistics.mean(seed_bons), statistics.stdev(seed_bons)
+    first = rows[0][1]
+    lines = ["| picker | best-of-11 win rate | margin over the longest rule (paired) | length Spearman |",
+             "|---|---|---|---|"]
+    lines += [row(name, m) for name, m in rows]
+    lines += [f"| seeds' mean ± sd | {mean:.3f} ± {sd:.3f} | | |",
+              row(f"**WARM: uniform average of the {len(seeds)} heads' weights**", warm),
+              row(f"ensemble: the {len(seeds)} heads' rewards averaged (costs {len(seeds)} scorings)", ensemble),
+              f"| longest candidate | {first['longest_win_rate']:.3f} | | 1.000 |",
+              f"| random | {first['random_win_rate']:.3f} | | |",
+              f"| oracle | {first['oracle_win_rate']:.3f} | | |"]
+    publish(SECTION, "WARM over seeds, helpful reward head (bench/helpful_warm.py)",
+            f"; {len(train)} AlpacaEval helpful training pairs from the 200 seed prompts, best-of-11 on the "
+            f"{len(bestofn)} held-out prompts. Each head: plain layout, 504 tokens, last 8 blocks, lr 5e-5, "
+            f"8 pairs a step, one epoch, cosine; {statistics.mean(train_seconds):.0f} s of training a head "
+            "(as the kept heads' records give it). ± is a standard error over prompts.",
+            lines, smoke=args.limit_train is not None or args.n_eval is not None)
+    print(f"RESULT warm_bon={warm['win_rate']:.3f} warm_bon_se={warm['win_rate_se']:.3f} "
+          f"warm_margin={warm['margin_over_longest']:.3f} warm_margin_se={warm['margin_over_longest_se']:.3f} "
+          f"ensemble_bon={ensemble['win_rate']:.3f} ensemble_margin={ensemble['margin_over_longest']:.3f} "
+          f"seed_bon_mean={mean:.3f} seed_bon_sd={sd:.3f} longest_bon={first['longest_win_rate']:.3f} "
+          f"length_spearman={warm['length_spearman']:.3f} seeds={len(seeds)}")
+
+
+if __name__ == "__main__":
+    main()
