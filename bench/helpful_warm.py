@@ -13,11 +13,13 @@ best-of-11 on the 203 held-out prompts, scored at 768 tokens as the preset's eva
 next to random, the longest-response rule and the oracle. No seed is chosen: the average and the
 ensemble take all of them, a rule fixed before any head was measured.
 
-    python bench/helpful_warm.py [--seeds 0,1,2] [--keep DIR] [--only-seed N] [--limit-train 16 --n-eval 8]
+    python bench/helpful_warm.py [--seeds 0,1,2] [--keep DIR] [--only-seed N | --only-average]
+                                 [--limit-train 16 --n-eval 8]
 
 With --keep, each head and its best-of-11 scores are kept and reused, so the seeds can train in
-separate processes (`--only-seed N --keep DIR`, one thread each) and a last run without --only-seed
-builds the average and the table from them.
+separate processes (`--only-seed N --keep DIR`, one thread each), the average can be scored beside
+the seeds' scorings once their training is done (`--only-average --keep DIR`), and a last run with
+neither builds the table from what they kept.
 
 Each head trains 123 steps (about 20 minutes at one thread on a CPU with native bf16) and scores
 2,233 candidates (about 14 minutes). Full runs write this script's section of bench/RESULTS.md; runs
@@ -49,18 +51,19 @@ SECTION = "bench/helpful_warm.py"
 PAIRS_PER_PROMPT = 10  # bench/quality.py's and bench/dimension_mix.py's default
 PAIRS_PER_STEP = 8  # bench/dimension_mix.py's batch
 SCORE_TOKENS = 768  # the quality preset's evaluate stage reads candidates at this length
-SCORES_FILE = "bestofn_scores.json"  # in each head's directory: its reward for every candidate
+SCORES_FILE = "bestofn_scores.json"  # in each seed's head directory: its reward for every candidate
+AVERAGE_SCORES = "average-bestofn_scores.json"  # in --keep: the average's (its directory is rebuilt each run)
 
 
-def candidate_scores(path: Path, bestofn) -> list[list[float]]:
-    """The head's reward for every candidate of every item, read from `path`/SCORES_FILE when an
-    earlier run scored the same items there (a scoring takes minutes per head)."""
+def candidate_scores(path: Path, bestofn, source, cache: Path) -> list[list[float]]:
+    """The reward of the head in `path` for every candidate of every item, read from `cache` when an
+    earlier run scored the same items with a head from the same `source` (the training records it
+    came from): a scoring takes minutes per head."""
     from selfrefine.models.judge_kind import load_judge
     from selfrefine.models.judge_types import AbsoluteItem
 
-    cache = path / SCORES_FILE
-    key = [item.id for item in bestofn]
-    if cache.is_file() and (kept := json.loads(cache.read_text())).get("items") == key:
+    key = {"items": [item.id for item in bestofn], "source": source}
+    if cache.is_file() and (kept := json.loads(cache.read_text())).get("key") == key:
         return kept["scores"]
     start = time.perf_counter()
     judge = load_judge(str(path), max_length=SCORE_TOKENS, batch_size=16)
@@ -68,7 +71,7 @@ def candidate_scores(path: Path, bestofn) -> list[list[float]]:
                                  for item in bestofn for c in item.candidates])
     rewards = iter(s.score for s in flat)
     scores = [[next(rewards) for _ in item.candidates] for item in bestofn]
-    cache.write_text(json.dumps({"items": key, "scores": scores, "seconds": time.perf_counter() - start}))
+    cache.write_text(json.dumps({"key": key, "scores": scores, "seconds": time.perf_counter() - start}))
     return scores
 
 
@@ -90,6 +93,8 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds; every one is averaged")
     parser.add_argument("--only-seed", type=int, default=None,
                         help="train and score this seed's head into --keep, then stop (seeds side by side)")
+    parser.add_argument("--only-average", action="store_true",
+                        help="build and score the average of the --seeds heads kept in --keep, then stop")
     parser.add_argument("--keep", default=None, help="keep every head, its scores and the average in this directory")
     parser.add_argument("--limit-train", type=int, default=None, help="first N helpful pairs (smoke runs)")
     parser.add_argument("--n-eval", type=int, default=None, help="first N best-of-11 items (smoke runs)")
@@ -99,6 +104,8 @@ def main() -> None:
         parser.error("--seeds: an average needs at least two seeds")
     if args.only_seed is not None and not args.keep:
         parser.error("--only-seed: give --keep DIR, where the last run without --only-seed finds the head")
+    if args.only_average and (args.only_seed is not None or not args.keep):
+        parser.error("--only-average: give --keep DIR holding the --seeds heads, and no --only-seed")
     start_logging()
     if missing_data(HH, ALPACA):
         return
@@ -112,22 +119,27 @@ def main() -> None:
         train = sets["helpful"]
         print(f"data: {len(train)} helpful training pairs, {len(bestofn)} best-of-11 items")
         root = Path(args.keep) if args.keep else Path(scratch)
-        rows, per_head, train_seconds = [], [], []
-        for seed in [args.only_seed] if args.only_seed is not None else seeds:
+        runs = [args.only_seed] if args.only_seed is not None else seeds
+        trained = {seed: trained_head(root / f"seed-{seed}", train, recipe, seed) for seed in runs}
+        if args.only_seed is None:
+            average = uniform_average([root / f"seed-{seed}" for seed in seeds], root)
+            warm = best_of_n_metrics(bestofn, candidate_scores(average, bestofn, list(trained.values()),
+                                                               root / AVERAGE_SCORES))
+            print(f"WARM average of {len(seeds)}: best-of-11 {warm['win_rate']:.3f}, margin over longest "
+                  f"{warm['margin_over_longest']:+.3f}")
+            if args.only_average:
+                return
+        rows, per_head = [], []
+        for seed in runs:
             out = root / f"seed-{seed}"
-            trained = trained_head(out, train, recipe, seed)
-            train_seconds.append(trained["seconds"])
-            per_head.append(candidate_scores(out, bestofn))
+            per_head.append(candidate_scores(out, bestofn, trained[seed], out / SCORES_FILE))
             metrics = best_of_n_metrics(bestofn, per_head[-1])
             rows.append((f"seed {seed}", metrics))
             print(f"seed {seed}: best-of-11 {metrics['win_rate']:.3f}, margin over longest "
-                  f"{metrics['margin_over_longest']:+.3f}; {trained['steps']} steps in {trained['seconds']:.0f} s; "
-                  f"{trained['note']}")
+                  f"{metrics['margin_over_longest']:+.3f}; {trained[seed]['steps']} steps in "
+                  f"{trained[seed]['seconds']:.0f} s; {trained[seed]['note']}")
         if args.only_seed is not None:
             return
-        average = uniform_average([root / f"seed-{seed}" for seed in seeds], root)
-        (average / SCORES_FILE).unlink(missing_ok=True)  # a rebuilt average is scored afresh
-        warm = best_of_n_metrics(bestofn, candidate_scores(average, bestofn))
     ensemble = best_of_n_metrics(bestofn, ensemble_scores(per_head))
 
     seed_bons = [m["win_rate"] for _, m in rows]
@@ -145,7 +157,7 @@ def main() -> None:
     publish(SECTION, "WARM over seeds, helpful reward head (bench/helpful_warm.py)",
             f"; {len(train)} AlpacaEval helpful training pairs from the 200 seed prompts, best-of-11 on the "
             f"{len(bestofn)} held-out prompts. Each head: plain layout, 504 tokens, last 8 blocks, lr 5e-5, "
-            f"8 pairs a step, one epoch, cosine; {statistics.mean(train_seconds):.0f} s of training a head "
+            f"8 pairs a step, one epoch, cosine; {statistics.mean(t['seconds'] for t in trained.values()):.0f} s of training a head "
             "(as the kept heads' records give it). ± is a standard error over prompts.",
             lines, smoke=args.limit_train is not None or args.n_eval is not None)
     print(f"RESULT warm_bon={warm['win_rate']:.3f} warm_bon_se={warm['win_rate_se']:.3f} "
