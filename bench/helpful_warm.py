@@ -21,8 +21,9 @@ separate processes (`--only-seed N --keep DIR`, one thread each), the average ca
 the seeds' scorings once their training is done (`--only-average --keep DIR`), and a last run with
 neither builds the table from what they kept.
 
-Each head trains 123 steps (about 20 minutes at one thread on a CPU with native bf16) and scores
-2,233 candidates (about 14 minutes). Full runs write this script's section of bench/RESULTS.md; runs
+Each head trains 123 steps (about 20 minutes at one thread on an AMD Zen 5 with one other job
+beside it) and holds about 8 GB while it trains: on a 24 GB machine run at most two seeds at once.
+Full runs write this script's section of bench/RESULTS.md; runs
 with --limit-train or --n-eval are smoke runs and leave it alone.
 
 Last line: RESULT warm_bon=… warm_bon_se=… warm_margin=… warm_margin_se=… ensemble_bon=… ensemble_margin=…
