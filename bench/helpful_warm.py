@@ -22,7 +22,7 @@ the seeds' scorings once their training is done (`--only-average --keep DIR`), a
 neither builds the table from what they kept.
 
 Each head trains 123 steps (about 20 minutes at one thread on an AMD Zen 5 with one other job
-beside it) and holds about 8 GB while it trains: on a 24 GB machine run at most two seeds at once.
+beside it) and holds about 8 GB while it trains: three fit in 24 GB with nothing else running.
 Full runs write this script's section of bench/RESULTS.md; runs
 with --limit-train or --n-eval are smoke runs and leave it alone.
 
