@@ -56,22 +56,18 @@ SCORES_FILE = "bestofn_scores.json"  # in each seed's head directory: its reward
 AVERAGE_SCORES = "average-bestofn_scores.json"  # in --keep: the average's (its directory is rebuilt each run)
 
 
-def candidate_scores(path: Path, bestofn, source, cache: Path) -> list[list[float]]:
+def kept_scores(path: Path, bestofn, source, cache: Path) -> list[list[float]]:
     """The reward of the head in `path` for every candidate of every item, read from `cache` when an
     earlier run scored the same items with a head from the same `source` (the training records it
     came from): a scoring takes minutes per head."""
     from selfrefine.models.judge_kind import load_judge
-    from selfrefine.models.judge_types import AbsoluteItem
+    from selfrefine.scoring.judge_eval import candidate_scores
 
     key = {"items": [item.id for item in bestofn], "source": source}
     if cache.is_file() and (kept := json.loads(cache.read_text())).get("key") == key:
         return kept["scores"]
     start = time.perf_counter()
-    judge = load_judge(str(path), max_length=SCORE_TOKENS, batch_size=16)
-    flat = judge.score_absolute([AbsoluteItem(item.context, c.output, item.dimension)
-                                 for item in bestofn for c in item.candidates])
-    rewards = iter(s.score for s in flat)
-    scores = [[next(rewards) for _ in item.candidates] for item in bestofn]
+    scores = candidate_scores(load_judge(str(path), max_length=SCORE_TOKENS, batch_size=16), bestofn)
     cache.write_text(json.dumps({"key": key, "scores": scores, "seconds": time.perf_counter() - start}))
     return scores
 
@@ -124,8 +120,8 @@ def main() -> None:
         trained = {seed: trained_head(root / f"seed-{seed}", train, recipe, seed) for seed in runs}
         if args.only_seed is None:
             average = uniform_average([root / f"seed-{seed}" for seed in seeds], root)
-            warm = best_of_n_metrics(bestofn, candidate_scores(average, bestofn, list(trained.values()),
-                                                               root / AVERAGE_SCORES))
+            average_scores = kept_scores(average, bestofn, list(trained.values()), root / AVERAGE_SCORES)
+            warm = best_of_n_metrics(bestofn, average_scores)
             print(f"WARM average of {len(seeds)}: best-of-11 {warm['win_rate']:.3f}, margin over longest "
                   f"{warm['margin_over_longest']:+.3f}")
             if args.only_average:
@@ -133,7 +129,7 @@ def main() -> None:
         rows, per_head = [], []
         for seed in runs:
             out = root / f"seed-{seed}"
-            per_head.append(candidate_scores(out, bestofn, trained[seed], out / SCORES_FILE))
+            per_head.append(kept_scores(out, bestofn, trained[seed], out / SCORES_FILE))
             metrics = best_of_n_metrics(bestofn, per_head[-1])
             rows.append((f"seed {seed}", metrics))
             print(f"seed {seed}: best-of-11 {metrics['win_rate']:.3f}, margin over longest "

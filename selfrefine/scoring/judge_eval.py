@@ -62,14 +62,22 @@ def evaluate_judge(judge, pairs, bestofn, n_bins: int = 10, *,
             per_item = [[float(i == pick) for i in range(len(item.candidates))]
                         for item, pick in zip(bestofn, tournament_picks(judge, bestofn))]
         else:
-            flat = [AbsoluteItem(item.context, c.output, item.dimension) for item in bestofn for c in item.candidates]
             rank = yes_log_odds if bestofn_scoring == "yes_log_odds" else (lambda s: s.score)
-            scores = iter(rank(s) for s in judge.score_absolute(flat))
-            per_item = [[next(scores) for _ in item.candidates] for item in bestofn]
+            per_item = candidate_scores(judge, bestofn, rank)
         result["bestofn"] = best_of_n_metrics(bestofn, per_item)
     # A judge reads an over-long response without its tail: how often that happened here.
     result.update((name, int(value)) for name, value, _ in truncation_metrics(judge, truncated_before))
     return result
+
+
+def candidate_scores(judge, bestofn, rank=lambda score: score.score) -> list[list[float]]:
+    """`rank` of the judge's absolute score of every candidate of every best-of-n item, per item in
+    candidate order, from one batched `score_absolute` call."""
+    from selfrefine.models.judge_types import AbsoluteItem
+
+    scores = iter(rank(s) for s in judge.score_absolute(
+        [AbsoluteItem(item.context, c.output, item.dimension) for item in bestofn for c in item.candidates]))
+    return [[next(scores) for _ in item.candidates] for item in bestofn]
 
 
 def _cot_verdicts(judge, items, settings: ChainOfThoughtSettings, seed: int):
